@@ -1,0 +1,45 @@
+"""klviz: exact and fast Monte Carlo estimators of KL divergence (k1, k2, k3), for teaching.
+
+Nothing happens at import: no figures, no sampling, no UI imports. See the notebooks for the story.
+"""
+
+from klviz.estimators import ESTIMATORS, k1, k1_reverse, k2, k3, k3_reverse, k_lambda
+from klviz.exact import (
+    ExactMoments,
+    OptimalLambda,
+    control_variate_moments,
+    control_variate_variance,
+    exact_moments,
+    expected_r_squared,
+    optimal_lambda,
+)
+from klviz.experiment import SeedTable, seed_table
+from klviz.montecarlo import MonteCarloEstimate, SimulationResult, simulate
+from klviz.pairs import CategoricalPair, GaussianPair, Pair, ScipyPair
+
+__all__ = [
+    "ESTIMATORS",
+    "k1",
+    "k2",
+    "k3",
+    "k1_reverse",
+    "k3_reverse",
+    "k_lambda",
+    "Pair",
+    "GaussianPair",
+    "ScipyPair",
+    "CategoricalPair",
+    "ExactMoments",
+    "OptimalLambda",
+    "exact_moments",
+    "control_variate_moments",
+    "control_variate_variance",
+    "optimal_lambda",
+    "expected_r_squared",
+    "MonteCarloEstimate",
+    "SimulationResult",
+    "simulate",
+    "SeedTable",
+    "seed_table",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,362 @@
+r"""Distribution pairs: q (what we sample from) and p (the target), and the log-ratio between them.
+
+Every pair answers three questions, in log space throughout:
+
+* ``sample(n, rng)`` — n draws x ~ q;
+* ``log_ratio(x)`` — :math:`\log r(x) = \log p(x) - \log q(x)`;
+* ``kl()`` — the exact :math:`\mathrm{KL}[q, p] = \mathbb{E}_{x\sim q}[\log q(x)/p(x)]` (and ``kl_reverse()``
+  for :math:`\mathrm{KL}[p, q]`).
+
+``sample_log_ratio(n, rng)`` draws log-ratios directly; pairs override it where a closed form is
+cheaper than sampling x and evaluating two densities (the Gaussian pair needs one normal per sample).
+Bad parameters are rejected here, at the boundary, with the argument named in the message.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import logsumexp
+
+from klviz.estimators import k3 as _k3
+
+__all__ = ["Pair", "GaussianPair", "ScipyPair", "CategoricalPair"]
+
+
+def _real(value, name: str) -> float:
+    """A finite real number, or a TypeError/ValueError that names ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _positive(value, name: str) -> float:
+    value = _real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _sample_size(n) -> int:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n must be an integer, got {type(n).__name__} {n!r}")
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    return int(n)
+
+
+class Pair:
+    """Base class: a sampling distribution q and a target p. Subclasses define the three methods."""
+
+    def sample(self, n: int, rng=None) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_ratio(self, x) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def kl(self) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def swapped(self) -> "Pair":  # pragma: no cover - abstract
+        """The same two distributions with the roles of p and q exchanged."""
+        raise NotImplementedError
+
+    def kl_reverse(self) -> float:
+        r"""The exact reverse divergence :math:`\mathrm{KL}[p, q]`."""
+        return self.swapped().kl()
+
+    def sample_log_ratio(self, n: int, rng=None) -> np.ndarray:
+        """``log_ratio(sample(n, rng))``: n log-ratios at draws x ~ q."""
+        return self.log_ratio(self.sample(n, rng))
+
+
+@dataclass(frozen=True)
+class GaussianPair(Pair):
+    r"""q = N(mu_q, sigma_q²) and p = N(mu_p, sigma_p²), with everything in closed form.
+
+    With :math:`x = \mu_q + \sigma_q z`, :math:`z \sim N(0, 1)`, the log-ratio is a quadratic in z,
+
+    .. math:: \log r = a + b z + c z^2,\quad s = \sigma_q/\sigma_p,\ d = (\mu_q - \mu_p)/\sigma_p,\
+              a = \log s - d^2/2,\ b = -d s,\ c = (1 - s^2)/2,
+
+    which is how :mod:`klviz.exact` gets exact moments and :func:`klviz.simulate` draws log-ratios
+    with one normal per sample.
+
+    Parameters
+    ----------
+    mu_p : float
+        Mean of the target p.
+    sigma_p : float, default 1.0
+        Standard deviation of p; positive.
+    mu_q : float, default 0.0
+        Mean of the sampling distribution q.
+    sigma_q : float, default 1.0
+        Standard deviation of q; positive.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a real number.
+    ValueError
+        If a parameter is not finite or a standard deviation is not positive.
+
+    Examples
+    --------
+    >>> pair = GaussianPair(mu_p=1.0)
+    >>> pair.kl()
+    0.5
+    """
+
+    mu_p: float
+    sigma_p: float = 1.0
+    mu_q: float = 0.0
+    sigma_q: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "mu_p", _real(self.mu_p, "mu_p"))
+        object.__setattr__(self, "mu_q", _real(self.mu_q, "mu_q"))
+        object.__setattr__(self, "sigma_p", _positive(self.sigma_p, "sigma_p"))
+        object.__setattr__(self, "sigma_q", _positive(self.sigma_q, "sigma_q"))
+
+    @property
+    def quadratic(self) -> tuple[float, float, float]:
+        """(a, b, c) with log r = a + b z + c z² at x = mu_q + sigma_q z."""
+        s = self.sigma_q / self.sigma_p
+        d = (self.mu_q - self.mu_p) / self.sigma_p
+        log_s = math.log(self.sigma_q) - math.log(self.sigma_p)
+        # (1 - s²)/2 = -expm1(2 log s)/2 keeps c exact when the variances are close.
+        return log_s - 0.5 * d * d, -d * s, -0.5 * math.expm1(2.0 * log_s)
+
+    def sample(self, n: int, rng=None) -> np.ndarray:
+        """n draws from q = N(mu_q, sigma_q²)."""
+        n = _sample_size(n)
+        rng = np.random.default_rng(rng)
+        return self.mu_q + self.sigma_q * rng.standard_normal(n)
+
+    def log_ratio_from_standard(self, z) -> np.ndarray:
+        """log r at x = mu_q + sigma_q z, for standard-normal z (the quadratic form)."""
+        a, b, c = self.quadratic
+        z = np.asarray(z, dtype=np.float64)
+        if c == 0.0:
+            return a + b * z
+        return a + z * (b + c * z)
+
+    def sample_log_ratio(self, n: int, rng=None) -> np.ndarray:
+        n = _sample_size(n)
+        rng = np.random.default_rng(rng)
+        return self.log_ratio_from_standard(rng.standard_normal(n))
+
+    def log_ratio(self, x) -> np.ndarray:
+        r""":math:`\log p(x) - \log q(x)` for Gaussian densities."""
+        x = np.asarray(x, dtype=np.float64)
+        return self.log_ratio_from_standard((x - self.mu_q) / self.sigma_q)
+
+    def kl(self) -> float:
+        r""":math:`\mathrm{KL}[q,p] = \tfrac12\big(d^2 + s^2 - 1 - \log s^2\big)`, with the bracket computed
+        as ``k3(log s²)`` so that it stays exact when the variances are close."""
+        d = (self.mu_q - self.mu_p) / self.sigma_p
+        log_s2 = 2.0 * (math.log(self.sigma_q) - math.log(self.sigma_p))
+        return 0.5 * (d * d + float(_k3(log_s2)))
+
+    def swapped(self) -> "GaussianPair":
+        return GaussianPair(mu_p=self.mu_q, sigma_p=self.sigma_q, mu_q=self.mu_p, sigma_q=self.sigma_p)
+
+
+def _frozen_continuous(dist, name: str):
+    from scipy.stats._distn_infrastructure import rv_continuous_frozen
+
+    if not isinstance(dist, rv_continuous_frozen):
+        raise TypeError(
+            f"{name} must be a frozen continuous scipy.stats distribution such as "
+            f"scipy.stats.norm(0, 1), got {type(dist).__name__}"
+        )
+    return dist
+
+
+@dataclass(frozen=True, eq=False)
+class ScipyPair(Pair):
+    r"""Any two frozen continuous ``scipy.stats`` distributions: q to sample from, p the target.
+
+    Densities are only ever used through ``logpdf``. The exact KL is a one-dimensional integral,
+    taken by adaptive quadrature in :mod:`klviz.exact` (on q's quantile scale, so the integration
+    range always matches where q has its mass); infinite divergences are detected, not guessed.
+
+    Parameters
+    ----------
+    p : scipy.stats frozen continuous distribution
+        The target, e.g. ``scipy.stats.t(df=5)``.
+    q : scipy.stats frozen continuous distribution
+        The sampling distribution, e.g. ``scipy.stats.norm()``.
+
+    Raises
+    ------
+    TypeError
+        If ``p`` or ``q`` is not a frozen continuous scipy.stats distribution.
+
+    Examples
+    --------
+    >>> from scipy import stats
+    >>> pair = ScipyPair(p=stats.norm(1, 1), q=stats.norm(0, 1))
+    >>> round(pair.kl(), 12)
+    0.5
+    """
+
+    p: object
+    q: object
+
+    def __post_init__(self):
+        _frozen_continuous(self.p, "p")
+        _frozen_continuous(self.q, "q")
+
+    def __repr__(self) -> str:
+        return f"ScipyPair(p={_describe(self.p)}, q={_describe(self.q)})"
+
+    def sample(self, n: int, rng=None) -> np.ndarray:
+        """n draws from q."""
+        n = _sample_size(n)
+        rng = np.random.default_rng(rng)
+        return np.asarray(self.q.rvs(size=n, random_state=rng), dtype=np.float64)
+
+    def log_ratio(self, x) -> np.ndarray:
+        r""":math:`\log p(x) - \log q(x)`; x must lie in the support of q."""
+        x = np.asarray(x, dtype=np.float64)
+        log_q = self.q.logpdf(x)
+        if np.any(log_q == -np.inf):
+            raise ValueError("x must lie in the support of q (where log q(x) > -inf)")
+        return self.p.logpdf(x) - log_q
+
+    def kl(self) -> float:
+        r"""The exact KL[q, p] by quadrature; ``inf`` when it diverges."""
+        from klviz.exact import exact_moments
+
+        return exact_moments(self, "k1").mean
+
+    def swapped(self) -> "ScipyPair":
+        return ScipyPair(p=self.q, q=self.p)
+
+
+def _describe(dist) -> str:
+    args = ", ".join(f"{a:g}" if isinstance(a, numbers.Real) else repr(a) for a in dist.args)
+    kwds = ", ".join(f"{k}={v:g}" if isinstance(v, numbers.Real) else f"{k}={v!r}" for k, v in dist.kwds.items())
+    return f"{dist.dist.name}({', '.join(s for s in (args, kwds) if s)})"
+
+
+def _log_softmax(logits, name: str) -> np.ndarray:
+    arr = np.asarray(logits)
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (one logit per token), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if np.isnan(arr).any() or (arr == np.inf).any():
+        raise ValueError(f"{name} must be finite or -inf (a token with probability 0); got NaN or +inf")
+    if (arr == -np.inf).all():
+        raise ValueError(f"{name} must give some token a positive probability; all logits are -inf")
+    log_probs = arr - logsumexp(arr)
+    log_probs.flags.writeable = False
+    return log_probs
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalPair(Pair):
+    r"""Two softmax distributions over the same vocabulary: q = softmax(q_logits), p = softmax(p_logits).
+
+    The token-level picture of an RLHF policy q and a reference p. Log-probabilities come from a
+    stable log-softmax (``logits - logsumexp(logits)``), so vocabularies of 50k tokens and logits in
+    the hundreds are fine; a logit of ``-inf`` is a token with probability 0. The exact KL is a sum.
+
+    Parameters
+    ----------
+    p_logits : array_like, shape (V,)
+        Logits of the target p.
+    q_logits : array_like, shape (V,)
+        Logits of the sampling distribution q.
+
+    Raises
+    ------
+    TypeError
+        If the logits are not real numbers.
+    ValueError
+        If the logits are not 1-D, have different lengths, contain NaN or +inf, or are all -inf.
+
+    Examples
+    --------
+    >>> pair = CategoricalPair(p_logits=[0.0, 0.0], q_logits=[0.0, 0.0])
+    >>> pair.kl()
+    0.0
+    """
+
+    p_logits: np.ndarray
+    q_logits: np.ndarray
+    log_p: np.ndarray = field(init=False, repr=False)
+    log_q: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        log_p = _log_softmax(self.p_logits, "p_logits")
+        log_q = _log_softmax(self.q_logits, "q_logits")
+        if log_p.shape != log_q.shape:
+            raise ValueError(
+                f"p_logits and q_logits must have the same length, got {log_p.size} and {log_q.size}"
+            )
+        object.__setattr__(self, "p_logits", np.asarray(self.p_logits, dtype=np.float64))
+        object.__setattr__(self, "q_logits", np.asarray(self.q_logits, dtype=np.float64))
+        object.__setattr__(self, "log_p", log_p)
+        object.__setattr__(self, "log_q", log_q)
+
+    def __repr__(self) -> str:
+        return f"CategoricalPair(vocabulary={self.vocab_size}, KL[q,p]={self.kl():.6g})"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.log_q.size
+
+    @property
+    def support_log_ratio(self) -> np.ndarray:
+        """log r for every token q can produce, and the matching probabilities q (zero tokens dropped)."""
+        keep = self.log_q > -np.inf
+        return self.log_p[keep] - self.log_q[keep]
+
+    @property
+    def support_q(self) -> np.ndarray:
+        return np.exp(self.log_q[self.log_q > -np.inf])
+
+    def sample(self, n: int, rng=None) -> np.ndarray:
+        """n token indices drawn from q (inverse CDF: one uniform and one binary search each)."""
+        n = _sample_size(n)
+        rng = np.random.default_rng(rng)
+        cdf = np.cumsum(np.exp(self.log_q))
+        # side="right" never lands on a zero-width (probability 0) token.
+        tokens = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
+        return np.minimum(tokens, self.vocab_size - 1)
+
+    def log_ratio(self, x) -> np.ndarray:
+        """log p - log q at token indices ``x``."""
+        tokens = np.asarray(x)
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise TypeError(f"x must be integer token indices, got dtype {tokens.dtype}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+            raise ValueError(f"x must be token indices in [0, {self.vocab_size}), got values outside")
+        log_q = self.log_q[tokens]
+        if np.any(log_q == -np.inf):
+            raise ValueError("x contains tokens with q-probability 0, which q never samples")
+        return self.log_p[tokens] - log_q
+
+    def kl(self) -> float:
+        r""":math:`\sum_x q(x) (\log q(x) - \log p(x))`; ``inf`` if p(x) = 0 where q(x) > 0."""
+        log_ratio = self.support_log_ratio
+        if np.any(log_ratio == -np.inf):
+            return math.inf
+        return float(np.sum(self.support_q * -log_ratio))
+
+    def swapped(self) -> "CategoricalPair":
+        return CategoricalPair(p_logits=self.q_logits, q_logits=self.p_logits)
