@@ -79,24 +79,29 @@ class SeedTable:
     def __str__(self) -> str:
         return self.to_text()
 
+    def __repr__(self) -> str:
+        gaps = ", ".join(f"{g:g}" for g in dict.fromkeys(row.gap for row in self.rows))
+        return f"SeedTable(gaps=[{gaps}], n={self.n:,}, seed={self.seed}; print() it for the table)"
+
     def to_text(self) -> str:
-        """A plain-text table, 4+ significant digits, one block per gap."""
+        """A plain-text table (84 columns), 4+ significant digits, one block per gap."""
         lines = []
-        header = (f"{'':4}{'MC mean ± s.e.':>26}{'exact mean':>14}{'bias/true (MC ± s.e.)':>27}"
-                  f"{'exact':>11}{'stdev/true MC':>15}{'exact':>10}{'article':>15}")
+        header = (f"{'':4}{'MC mean ± s.e.':>22}{'exact':>11}{'bias/true MC ± s.e.':>22}"
+                  f"{'exact':>8}{'std/true MC':>12}{'exact':>8}")
         for gap in dict.fromkeys(row.gap for row in self.rows):
             rows = [row for row in self.rows if row.gap == gap]
-            lines.append(f"q = N(0, 1), p = N({gap:g}, 1): KL[q,p] = {rows[0].kl:.6g} (exact), "
-                         f"n = {self.n:,} samples, seed = {self.seed}")
+            lines.append(f"q = N(0,1), p = N({gap:g},1): KL[q,p] = {rows[0].kl:.6g} exactly; "
+                         f"n = {self.n:,}, seed = {self.seed}")
             lines.append(header)
             for row in rows:
-                article = "" if row.article is None else f"{row.article[0]:g} / {row.article[1]:g}"
                 lines.append(
-                    f"{row.estimator:4}{row.monte_carlo.mean:>16.8g} ± {row.monte_carlo.stderr:<7.2g}"
-                    f"{row.exact.mean:>14.8g}{row.mc_relative_bias:>16.5f} ± {row.mc_relative_bias_stderr:<8.2g}"
-                    f"{row.exact.relative_bias:>11.6g}{row.mc_relative_std:>15.5g}{row.exact.relative_std:>10.5g}"
-                    f"{article:>15}"
+                    f"{row.estimator:4}{row.monte_carlo.mean:>13.7g} ± {row.monte_carlo.stderr:<7.2g}"
+                    f"{row.exact.mean:>11.7g}{row.mc_relative_bias:>12.5f} ± {row.mc_relative_bias_stderr:<7.2g}"
+                    f"{row.exact.relative_bias:>8.4g}{row.mc_relative_std:>12.5g}{row.exact.relative_std:>8.5g}"
                 )
+            article = [f"{row.estimator} {row.article[0]:g}/{row.article[1]:g}" for row in rows if row.article]
+            if article:
+                lines.append("the article (bias/true / std/true): " + ", ".join(article))
             lines.append("")
         return "\n".join(lines).rstrip() + "\n"
 
