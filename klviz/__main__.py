@@ -7,7 +7,13 @@ import sys
 
 
 def _positive_int(text: str) -> int:
-    value = int(float(text)) if "e" in text.lower() else int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        number = float(text)  # "1e8"; a ValueError here is reported by argparse as an invalid value
+        if not number.is_integer():  # "2.5e1", "1e400" (inf), "nan": not a whole number of samples
+            raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}") from None
+        value = int(number)
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}")
     return value

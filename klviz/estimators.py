@@ -39,6 +39,7 @@ __all__ = [
     "k1_reverse",
     "k3_reverse",
     "k_lambda",
+    "control_variate_spec",
     "ESTIMATORS",
     "FORWARD",
     "REVERSE",
@@ -70,7 +71,8 @@ def _as_float_array(logr, name: str = "logr") -> tuple[np.ndarray, np.dtype]:
 
 def _finish(value: np.ndarray, dtype: np.dtype, like) -> np.ndarray | np.floating:
     """Cast to the output dtype; a scalar input gives a numpy scalar back."""
-    value = np.asarray(value, dtype=dtype)
+    with np.errstate(over="ignore"):  # float64 -> float32/16 beyond its range is inf, as intended
+        value = np.asarray(value, dtype=dtype)
     return value[()] if np.ndim(like) == 0 else value
 
 
@@ -99,9 +101,14 @@ def _exp_minus_1_minus_x(x: np.ndarray) -> np.ndarray:
 def _x_exp_x_minus_expm1(x: np.ndarray) -> np.ndarray:
     """x e^x - (e^x - 1) in float64, accurate to a few ulp everywhere."""
     with np.errstate(over="ignore", invalid="ignore"):
-        # e^x (x - 1) + 1: for x >= 1/2 both terms are positive; for x <= -1/2, e^x(x-1) is in (-1, 0)
-        # and the sum loses at most a factor of ~3.
+        # e^x (x - 1) + 1: for x >= 1/2 the sum cancels at most a factor of ~6 (at x = 1/2), ~1 ulp.
         out = np.exp(x) * (x - 1.0) + 1.0
+    # For -40 < x <= -1/2, e^x (x - 1) is close to -1 and the sum above loses up to ~10 ulp; the identity
+    # x e^x - (e^x - 1) = e^x k3(-x) has no cancellation (<= 3 ulp). Below -40 the sum is 1 to an ulp.
+    middle = (x <= -_SERIES_CUTOFF) & (x > -40.0)
+    if middle.any():
+        xm = x[middle]
+        out[middle] = np.exp(xm) * _exp_minus_1_minus_x(-xm)
     small = np.abs(x) < _SERIES_CUTOFF
     if small.any():
         xs = x[small]
@@ -218,8 +225,8 @@ def k3(logr):
     Examples
     --------
     >>> import numpy as np
-    >>> float(k3(1e-6))  # the naive exp(x) - 1 - x gives 5.0004445029e-13
-    5.000001666667083e-13
+    >>> print(f"{k3(1e-6):.12e}")  # the naive exp(x) - 1 - x is already wrong in the 4th digit
+    5.000001666667e-13
     >>> k3(np.array([-np.inf, 0.0, np.inf]))
     array([inf,  0., inf])
     """
@@ -292,8 +299,8 @@ def k3_reverse(logr):
 
     Examples
     --------
-    >>> float(k3_reverse(1e-4))
-    5.000333345833417e-09
+    >>> print(f"{k3_reverse(1e-4):.12e}")
+    5.000333345834e-09
     """
     arr, dtype = _as_float_array(logr)
     x = np.array(arr, dtype=np.float64, ndmin=1)
@@ -346,7 +353,8 @@ def k_lambda(logr, lam):
     out[pos_inf] = np.where(lam64[pos_inf] > 0, np.inf, -np.inf)
     out[x == -np.inf] = np.inf
     shape = np.broadcast_shapes(np.shape(arr), np.shape(lam_arr))
-    result = np.asarray(out.reshape(shape), dtype=dtype)
+    with np.errstate(over="ignore"):  # float64 -> float32/16 beyond its range is inf, as intended
+        result = np.asarray(out.reshape(shape), dtype=dtype)
     return result[()] if np.ndim(logr) == 0 and np.ndim(lam) == 0 else result
 
 
@@ -361,7 +369,11 @@ class EstimatorSpec:
     name: str
     function: Callable
     terms: tuple[tuple[float, int, float], ...]  # (t, j, coefficient)
-    target: str  # "forward" = KL[q, p], "reverse" = KL[p, q], "f" = the f-divergence with f = ½ log²
+    # The divergence the estimator is used for, and its bias measured against: "forward" = KL[q, p] (k1,
+    # k2, k3 — k2's own expectation is the f-divergence with f = ½ log², hence its bias), "reverse" =
+    # KL[p, q]. (The article's naming: q samples, p the target. In RLHF, where q is the policy, KL[q, p]
+    # is usually called the *reverse* KL; the notebooks say so where it matters.)
+    target: str
 
 
 FORWARD = "forward"

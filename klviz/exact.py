@@ -234,6 +234,7 @@ class _CategoricalBackend:
 # --------------------------------------------------------------------------------------------------
 
 _TAIL_U = (1e-100, 1e-200)
+_TAIL_X = (1e50, 1e100)
 _SLOPE_TOLERANCE = 0.005
 _RTOL = 1e-12
 
@@ -273,30 +274,89 @@ class _ScipyBackend:
         log_ratio = np.where(inside & np.isnan(log_ratio), -np.inf, log_ratio)
         return np.where(inside, log_ratio, np.nan)
 
+    def _dist(self, under: str):
+        return self.pair.q if under == "q" else self.pair.p
+
+    def _at_x(self, x: np.ndarray, under: str) -> tuple[np.ndarray, np.ndarray]:
+        """(log density of q or p, log r) at x; log r is NaN outside q's support (no mass under q)."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            log_q = self.pair.q.logpdf(x)
+            log_p = self.pair.p.logpdf(x)
+            log_ratio = log_p - log_q
+        inside = log_q > -np.inf
+        log_ratio = np.where(inside & np.isnan(log_ratio), -np.inf, log_ratio)
+        return (log_q if under == "q" else log_p), np.where(inside, log_ratio, np.nan)
+
+    def _location_scale(self, under: str) -> tuple[float, float]:
+        dist = self._dist(under)
+        scale = float(dist.isf(0.25) - dist.ppf(0.25))
+        return float(dist.median()), scale if scale > 0 else 1.0
+
     def _converges(self, log_abs_integrand, under: str = "q") -> bool:
-        """Whether ∫_0 G(u) du converges at u = 0 (and at 1), from the slope of log|G| against log u."""
-        u = np.array(_TAIL_U)
-        for upper in (False, True):
-            log_ratio = self._log_ratio_at(u, upper, under)
-            if np.any(np.isnan(log_ratio)):  # the far tail of p lies outside q's support
-                continue
-            log_g = log_abs_integrand(log_ratio)
-            if np.any(np.isnan(log_g)) or np.any(log_g == np.inf):
-                return False
-            if np.all(log_g == -np.inf):
-                continue
-            slope = (log_g[1] - log_g[0]) / (math.log(u[1]) - math.log(u[0]))
-            if slope <= -1.0 + _SLOPE_TOLERANCE:
+        """Whether E[G(log r)] under q (or p) is finite: the tails of the integrand, tested at both ends."""
+        dist = self._dist(under)
+        loc, scale = self._location_scale(under)
+        for side, end in ((-1, dist.support()[0]), (1, dist.support()[1])):
+            if math.isinf(end):
+                verdict = self._tail_x(log_abs_integrand, under, loc, side * scale)
+                if verdict is not None:
+                    if not verdict:
+                        return False
+                    continue
+            if not self._tail_u(log_abs_integrand, under, upper=side > 0):
                 return False
         return True
 
-    def _integrate(self, integrand, under: str = "q") -> float:
+    def _tail_x(self, log_abs_integrand, under, loc, signed_scale) -> bool | None:
+        """Infinite end: density × |G| must fall faster than 1/|x|. At |x| = 1e50 and 1e100 scales the
+        log-log slope is exact to ~1e-15 for power laws (and huge for Gaussian-type exponents), so
+        the boundary itself (slope -1, e.g. Var k2 for a t with 8 dof against a normal) is decided
+        right. None when the densities underflow there and the test cannot tell."""
+        offsets = np.array(_TAIL_X)
+        log_density, log_ratio = self._at_x(loc + signed_scale * offsets, under)
+        if np.any(np.isnan(log_ratio)):  # p's far tail lies outside q's support: no mass there
+            return True
+        with np.errstate(invalid="ignore"):
+            log_f = log_density + log_abs_integrand(log_ratio)
+        if np.any(np.isnan(log_f)) or np.any(log_density == -np.inf):
+            return None
+        if np.any(log_f == np.inf):
+            return False
+        if log_f[1] == -np.inf:  # the integrand vanishes that far out
+            return True
+        if log_f[0] == -np.inf:
+            return None
+        slope = (log_f[1] - log_f[0]) / math.log(offsets[1] / offsets[0])
+        return bool(slope < -1.0 - 1e-9)
+
+    def _tail_u(self, log_abs_integrand, under, upper: bool) -> bool:
+        """Finite end (or an inconclusive x test): on the quantile scale ∫_0 G(u) du converges only if
+        G = o(1/u); the log-log slope of |G| is measured at u = 1e-100 and 1e-200."""
+        u = np.array(_TAIL_U)
+        dist = self._dist(under)
+        _, log_ratio = self._at_x(dist.isf(u) if upper else dist.ppf(u), under)
+        if np.any(np.isnan(log_ratio)):
+            return True
+        log_g = log_abs_integrand(log_ratio)
+        if np.any(np.isnan(log_g)) or np.any(log_g == np.inf):
+            return False
+        if np.all(log_g == -np.inf):
+            return True
+        slope = (log_g[1] - log_g[0]) / (math.log(u[1]) - math.log(u[0]))
+        return bool(slope > -1.0 + _SLOPE_TOLERANCE)
+
+    def _integrate(self, integrand, log_abs, under: str = "q") -> float:
+        """E[G(log r)] under q (or p): tanh-sinh on the quantile scale, where the integration range
+        always matches the mass; if that does not converge (an integrand close to non-integrable on
+        that scale, e.g. r² when sigma_p² is just below 2 sigma_q²), tanh-sinh on x with the density
+        in log space. Raises rather than return an unconverged number."""
         from scipy.integrate import tanhsinh
 
-        total = 0.0
+        dist = self._dist(under)
+        total, converged = 0.0, True
         for upper in (False, True):
             def func(u, upper=upper):
-                log_ratio = self._log_ratio_at(u, upper, under)
+                _, log_ratio = self._at_x(dist.isf(u) if upper else dist.ppf(u), under)
                 values = np.zeros_like(log_ratio)
                 # tanh-sinh can step onto u so close to 0 that x leaves the representable range; such
                 # nodes carry no mass (the tail test has already shown the integrand is integrable).
@@ -307,6 +367,36 @@ class _ScipyBackend:
 
             result = tanhsinh(func, 0.0, 0.5, rtol=_RTOL, atol=0.0)
             total += float(result.integral)
+            converged &= _converged(result)
+        if converged:
+            return total
+
+        loc, _ = self._location_scale(under)
+        low, high = dist.support()
+
+        def func_x(x):
+            log_density, log_ratio = self._at_x(x, under)
+            values = np.zeros_like(log_ratio)
+            ok = ~np.isnan(log_ratio) & (log_density > -np.inf)
+            with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+                g = integrand(log_ratio[ok])
+                v = np.exp(log_density[ok]) * g
+                bad = ~np.isfinite(v)
+                # Where G overflowed, density × G is taken in log space (the density is tiny there).
+                v[bad] = np.sign(g[bad]) * np.exp(log_density[ok][bad] + log_abs(log_ratio[ok][bad]))
+            values[ok] = np.where(np.isfinite(v), v, 0.0)
+            return values
+
+        total, converged = 0.0, True
+        for a, b in ((low, loc), (loc, high)):
+            result = tanhsinh(func_x, a, b, rtol=_RTOL, atol=0.0)
+            total += float(result.integral)
+            converged &= _converged(result)
+        if not converged:
+            raise ArithmeticError(
+                f"quadrature did not converge for {self.pair!r}: the integrand is too close to "
+                "non-integrable for a reliable value (try a GaussianPair for closed forms)"
+            )
         return total
 
     def mean_r_minus_1(self) -> float:
@@ -329,13 +419,21 @@ class _ScipyBackend:
         if spec.name == "k3_reverse":
             return self.mean(ESTIMATORS["k1_reverse"]) - self.mean_r_minus_1()
         if spec.name == "k1_reverse":
-            if not self._converges(lambda L: np.log(np.abs(L)), under="p"):
+            def log_abs_l(L):
+                with np.errstate(divide="ignore"):
+                    return np.log(np.abs(L))
+
+            if not self._converges(log_abs_l, under="p"):
                 return math.inf
-            return self._integrate(lambda L: L, under="p")
-        if not self._converges(lambda L: _log_abs(spec, L)):
+            return self._integrate(lambda L: L, log_abs_l, under="p")
+
+        def log_abs(L):
+            return _log_abs(spec, L)
+
+        if not self._converges(log_abs):
             # The estimators integrated here (k1, k2) diverge only to +inf (KL cannot be -inf).
             return math.inf
-        return self._integrate(lambda L: spec.function(L))
+        return self._integrate(lambda L: spec.function(L), log_abs)
 
     def cov(self, g: EstimatorSpec, h: EstimatorSpec) -> float:
         mean_g, mean_h = self.mean(g), self.mean(h)
@@ -347,7 +445,12 @@ class _ScipyBackend:
 
         if not self._converges(log_abs):
             return math.inf
-        return self._integrate(lambda L: (g.function(L) - mean_g) * (h.function(L) - mean_h))
+        return self._integrate(lambda L: (g.function(L) - mean_g) * (h.function(L) - mean_h), log_abs)
+
+
+def _converged(result) -> bool:
+    """tanh-sinh's own verdict; an integrand that is 0 everywhere (p = q) has error 0 but no relative error."""
+    return bool(np.all((result.status == 0) | ((result.integral == 0) & (result.error == 0))))
 
 
 def _log_abs_centred(spec: EstimatorSpec, log_ratio, centre: float) -> np.ndarray:
@@ -440,24 +543,48 @@ def exact_moments(pair: Pair, estimator: str) -> ExactMoments:
     return ExactMoments(spec.name, mean, max(var, 0.0), _target(pair, spec, backend))
 
 
-def _lambda_parts(pair: Pair):
-    """Var(k1), Cov(k1, r), Var(r) and E[k1] for the quadratic Var(k_λ) = v1 + 2λ c + λ² vr."""
+@dataclass(frozen=True)
+class _LambdaParts:
+    """Var(k_λ) = var_opt + var_r (λ - lam_opt)²: the parabola centred at its minimum, so that nothing
+    cancels near λ* (the uncentred Var(k1) + 2λCov + λ²Var(r) loses ~1e-16/gap² relative at λ = 1)."""
+
+    mean_k1: float
+    var_k1: float
+    var_r: float
+    lam_opt: float
+    var_opt: float
+
+
+def _lambda_parts(pair: Pair) -> _LambdaParts:
     backend = _backend(pair)
     k1 = ESTIMATORS["k1"]
     mean_k1 = _to_float(backend.mean(k1))
-    var_k1 = _to_float(backend.cov(k1, k1))
-    var_r = _to_float(backend.cov(_R_MINUS_1, _R_MINUS_1))
-    cov = math.nan if math.isinf(var_r) or math.isinf(var_k1) else _to_float(backend.cov(k1, _R_MINUS_1))
-    return mean_k1, var_k1, cov, var_r
+    var_k1 = backend.cov(k1, k1)
+    var_r = backend.cov(_R_MINUS_1, _R_MINUS_1)
+    if math.isinf(var_k1) or math.isinf(var_r):
+        return _LambdaParts(mean_k1, _to_float(var_k1), _to_float(var_r), 0.0, _to_float(var_k1))
+    if var_r == 0:  # p = q: every member of the family is identically 0
+        return _LambdaParts(mean_k1, _to_float(var_k1), 0.0, 1.0, _to_float(var_k1))
+    cov = backend.cov(k1, _R_MINUS_1)
+    lam_opt = -cov / var_r
+    if isinstance(backend, _GaussianBackend):
+        var_opt = var_k1 - cov * cov / var_r  # 60 digits: the cancellation is harmless
+    else:
+        spec = control_variate_spec(_to_float(lam_opt))
+        var_opt = backend.cov(spec, spec)  # two-pass sum/integral of the optimal estimator itself
+    return _LambdaParts(mean_k1, _to_float(var_k1), _to_float(var_r), _to_float(lam_opt),
+                        max(_to_float(var_opt), 0.0))
 
 
 def control_variate_variance(pair: Pair, lam):
     r"""Exact variance of :math:`-\log r + \lambda (r - 1)` under x ~ q, for one λ or an array of them.
 
-    .. math:: \mathrm{Var}(k_\lambda) = \mathrm{Var}(k_1) + 2\lambda\,\mathrm{Cov}(k_1, r) + \lambda^2\,\mathrm{Var}(r),
+    .. math:: \mathrm{Var}(k_\lambda) = \mathrm{Var}(k_1) + 2\lambda\,\mathrm{Cov}(k_1, r) + \lambda^2\,\mathrm{Var}(r)
+              = \mathrm{Var}^* + \mathrm{Var}(r)\,(\lambda - \lambda^*)^2,
 
-    a parabola in λ (three exact moments, then free to evaluate on a grid); ``inf`` for λ ≠ 0 when
-    Var(r) diverges.
+    a parabola in λ (exact moments once, then free to evaluate on a grid), evaluated in the centred
+    form so that it keeps full precision near λ* even when Var(k3) ~ gap⁴/2 is tiny; ``inf`` for
+    λ ≠ 0 when Var(r) diverges.
 
     Parameters
     ----------
@@ -486,11 +613,11 @@ def control_variate_variance(pair: Pair, lam):
     lam_arr = lam_arr.astype(np.float64)
     if np.isnan(lam_arr).any():
         raise ValueError("lam must not be NaN")
-    _, var_k1, cov, var_r = _lambda_parts(pair)
-    if math.isinf(var_r) or math.isinf(var_k1):
-        out = np.where(lam_arr == 0, var_k1, np.inf)
+    parts = _lambda_parts(pair)
+    if math.isinf(parts.var_r) or math.isinf(parts.var_k1):
+        out = np.where(lam_arr == 0, parts.var_k1, np.inf)
     else:
-        out = np.maximum(var_k1 + 2 * lam_arr * cov + lam_arr**2 * var_r, 0.0)
+        out = parts.var_opt + parts.var_r * (lam_arr - parts.lam_opt) ** 2
     return float(out) if out.ndim == 0 else out
 
 
@@ -505,7 +632,7 @@ def control_variate_moments(pair: Pair, lam: float) -> ExactMoments:
     (0.5, 0.7182818285)
     """
     spec = control_variate_spec(lam)
-    mean_k1 = _lambda_parts(pair)[0]
+    mean_k1 = _lambda_parts(pair).mean_k1
     return ExactMoments(spec.name, mean_k1, control_variate_variance(pair, lam), mean_k1)
 
 
@@ -531,16 +658,12 @@ def optimal_lambda(pair: Pair) -> OptimalLambda:
     >>> round(opt.lam, 10)   # (0.5 + 0.5) / (e - 1)
     0.5819767069
     """
-    _, var_k1, cov, var_r = _lambda_parts(pair)
-    if math.isinf(var_k1):
+    parts = _lambda_parts(pair)
+    if math.isinf(parts.var_k1):
         return OptimalLambda(0.0, math.inf, math.inf, math.inf)
-    if math.isinf(var_r):
-        return OptimalLambda(0.0, var_k1, var_k1, math.inf)
-    if var_r == 0.0:  # p = q: every member is identically 0
-        return OptimalLambda(1.0, 0.0, var_k1, var_k1)
-    lam = -cov / var_r
-    var = max(var_k1 - cov * cov / var_r, 0.0)
-    return OptimalLambda(lam, var, var_k1, max(var_k1 + 2 * cov + var_r, 0.0))
+    if math.isinf(parts.var_r):
+        return OptimalLambda(0.0, parts.var_k1, parts.var_k1, math.inf)
+    return OptimalLambda(parts.lam_opt, parts.var_opt, parts.var_k1, exact_moments(pair, "k3").var)
 
 
 def expected_r_squared(pair: Pair) -> float:

@@ -43,6 +43,18 @@ def _positive(value, name: str) -> float:
     return value
 
 
+def _log_sigma_ratio(sigma_q: float, sigma_p: float) -> float:
+    """log(sigma_q / sigma_p), to full relative precision also when the two are close.
+
+    log(sigma_q) - log(sigma_p) cancels when sigma_q ≈ sigma_p (relative error ~1e-16/|log ratio|); for
+    ratios in [1/2, 2] the difference sigma_q - sigma_p is exact (Sterbenz) and log1p keeps every digit.
+    """
+    relative_difference = (sigma_q - sigma_p) / sigma_p
+    if abs(relative_difference) <= 0.5:
+        return math.log1p(relative_difference)
+    return math.log(sigma_q) - math.log(sigma_p)
+
+
 def _sample_size(n) -> int:
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an integer, got {type(n).__name__} {n!r}")
@@ -129,7 +141,7 @@ class GaussianPair(Pair):
         """(a, b, c) with log r = a + b z + c z² at x = mu_q + sigma_q z."""
         s = self.sigma_q / self.sigma_p
         d = (self.mu_q - self.mu_p) / self.sigma_p
-        log_s = math.log(self.sigma_q) - math.log(self.sigma_p)
+        log_s = _log_sigma_ratio(self.sigma_q, self.sigma_p)
         # (1 - s²)/2 = -expm1(2 log s)/2 keeps c exact when the variances are close.
         return log_s - 0.5 * d * d, -d * s, -0.5 * math.expm1(2.0 * log_s)
 
@@ -161,7 +173,7 @@ class GaussianPair(Pair):
         r""":math:`\mathrm{KL}[q,p] = \tfrac12\big(d^2 + s^2 - 1 - \log s^2\big)`, with the bracket computed
         as ``k3(log s²)`` so that it stays exact when the variances are close."""
         d = (self.mu_q - self.mu_p) / self.sigma_p
-        log_s2 = 2.0 * (math.log(self.sigma_q) - math.log(self.sigma_p))
+        log_s2 = 2.0 * _log_sigma_ratio(self.sigma_q, self.sigma_p)
         return 0.5 * (d * d + float(_k3(log_s2)))
 
     def swapped(self) -> "GaussianPair":
@@ -262,9 +274,45 @@ def _log_softmax(logits, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be finite or -inf (a token with probability 0); got NaN or +inf")
     if (arr == -np.inf).all():
         raise ValueError(f"{name} must give some token a positive probability; all logits are -inf")
-    log_probs = arr - logsumexp(arr)
+    # Shift by the largest logit first: logits - logsumexp(logits) would round at the logits' magnitude
+    # (1e-13 absolute at 1e3); the shifted logits are exact and their logsumexp is O(log V).
+    shifted = arr - arr.max()
+    log_probs = shifted - logsumexp(shifted)
     log_probs.flags.writeable = False
     return log_probs
+
+
+def _categorical_log_ratio(p_logits, q_logits, log_p, log_q) -> np.ndarray:
+    r"""log r = log p - log q per token, to full precision also when p ≈ q.
+
+    The difference of two log-softmaxes rounds at the log-probabilities' magnitude (~1e-16 × |log q|), which
+    is a relative error 1e-16/δ on a KL of order δ². Instead, with logit differences
+    :math:`\delta_i = \ell^p_i - \ell^q_i` (exact when the logits are close) centred at their q-mean c,
+
+    .. math:: \log r_i = (\delta_i - c) - \log\Big(\sum_j q_j e^{\delta_j - c} + \sum_{q_j = 0} e^{\ell^p_j - c - \mathrm{lse}(\ell^q)}\Big),
+
+    the sum taken as ``log1p`` of non-negative k3 terms plus a near-zero remainder. A rounding error in
+    the log1p is a constant shift of every log r, which moves E_q[k3] only at second order (E_q[r - 1] = 0).
+    Tokens with q = 0 get NaN (q never produces them).
+    """
+    table = np.full(log_q.shape, np.nan)
+    keep = log_q > -np.inf
+    plain = log_p[keep] - log_q[keep]
+    with np.errstate(invalid="ignore"):
+        delta = p_logits[keep] - q_logits[keep]  # -inf where p = 0
+    q_support = np.exp(log_q[keep])
+    if np.all(np.isfinite(delta)):
+        centre = float(np.sum(q_support * delta))
+        centred = delta - centre
+        if np.max(np.abs(centred)) < 0.5:
+            outside = ~keep & (log_p > -np.inf)
+            lse_q = float(logsumexp(q_logits[keep]))
+            rest = float(np.sum(np.exp(p_logits[outside] - centre - lse_q)))
+            total = float(np.sum(q_support * _k3(centred))) + float(np.sum(q_support * centred)) + rest
+            table[keep] = centred - math.log1p(total)
+            return table
+    table[keep] = plain
+    return table
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,6 +348,7 @@ class CategoricalPair(Pair):
     q_logits: np.ndarray
     log_p: np.ndarray = field(init=False, repr=False)
     log_q: np.ndarray = field(init=False, repr=False)
+    log_ratio_table: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
         log_p = _log_softmax(self.p_logits, "p_logits")
@@ -312,6 +361,9 @@ class CategoricalPair(Pair):
         object.__setattr__(self, "q_logits", np.asarray(self.q_logits, dtype=np.float64))
         object.__setattr__(self, "log_p", log_p)
         object.__setattr__(self, "log_q", log_q)
+        table = _categorical_log_ratio(self.p_logits, self.q_logits, log_p, log_q)
+        table.flags.writeable = False
+        object.__setattr__(self, "log_ratio_table", table)
 
     def __repr__(self) -> str:
         return f"CategoricalPair(vocabulary={self.vocab_size}, KL[q,p]={self.kl():.6g})"
@@ -322,9 +374,8 @@ class CategoricalPair(Pair):
 
     @property
     def support_log_ratio(self) -> np.ndarray:
-        """log r for every token q can produce, and the matching probabilities q (zero tokens dropped)."""
-        keep = self.log_q > -np.inf
-        return self.log_p[keep] - self.log_q[keep]
+        """log r for every token q can produce (tokens with q = 0 dropped), matching ``support_q``."""
+        return self.log_ratio_table[self.log_q > -np.inf]
 
     @property
     def support_q(self) -> np.ndarray:
@@ -346,17 +397,20 @@ class CategoricalPair(Pair):
             raise TypeError(f"x must be integer token indices, got dtype {tokens.dtype}")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
             raise ValueError(f"x must be token indices in [0, {self.vocab_size}), got values outside")
-        log_q = self.log_q[tokens]
-        if np.any(log_q == -np.inf):
+        if np.any(self.log_q[tokens] == -np.inf):
             raise ValueError("x contains tokens with q-probability 0, which q never samples")
-        return self.log_p[tokens] - log_q
+        return self.log_ratio_table[tokens]
 
     def kl(self) -> float:
-        r""":math:`\sum_x q(x) (\log q(x) - \log p(x))`; ``inf`` if p(x) = 0 where q(x) > 0."""
+        r""":math:`\sum_x q(x) (\log q(x) - \log p(x))`; ``inf`` if p(x) = 0 where q(x) > 0.
+
+        Summed as :math:`\sum_x q\,k_3(\log r) + P_p(q = 0)` (since :math:`\sum_x q (r - 1) = -P_p(q = 0)`):
+        every term is non-negative, so nothing cancels when p ≈ q."""
         log_ratio = self.support_log_ratio
         if np.any(log_ratio == -np.inf):
             return math.inf
-        return float(np.sum(self.support_q * -log_ratio))
+        mass_outside = float(np.sum(np.exp(self.log_p[self.log_q == -np.inf])))
+        return float(np.sum(self.support_q * _k3(log_ratio))) + mass_outside
 
     def swapped(self) -> "CategoricalPair":
         return CategoricalPair(p_logits=self.q_logits, q_logits=self.p_logits)
