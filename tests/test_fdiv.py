@@ -1,0 +1,496 @@
+"""Tests for klviz.fdiv: generators (symbolic vs numeric, derivatives, curvature) and exact f-divergences.
+
+References are computed differently from the code under test: hand-written formulas, finite
+differences, closed forms for Gaussians, mpmath quadrature at 30 digits with hand-written generators,
+brute-force sums for categorical pairs.
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from scipy.special import erf
+
+from klviz import CategoricalPair, GaussianPair, ScipyPair, exact_moments, expected_r_squared
+from klviz.fdiv import GENERATORS, Generator, f_divergence, get_generator, taylor_approximation
+
+NAMES = list(GENERATORS)
+SMOOTH = [n for n in NAMES if n != "total_variation"]
+# ½(log u)² is not convex: f'' = (1 - log u)/u² < 0 for u > e. It is still >= 0, so E_q[k2] >= 0.
+CONVEX = [n for n in NAMES if n != "half_log_sq"]
+
+# Hand-written generators (numpy), an independent check of the sympy expressions.
+NUMPY_F = {
+    "kl": lambda u: -np.log(u),
+    "reverse_kl": lambda u: u * np.log(u),
+    "half_log_sq": lambda u: 0.5 * np.log(u) ** 2,
+    "pearson": lambda u: (u - 1) ** 2,
+    "neyman": lambda u: (1 - u) ** 2 / u,
+    "hellinger": lambda u: (np.sqrt(u) - 1) ** 2,
+    "jensen_shannon": lambda u: 0.5 * (u * np.log(2 * u / (1 + u)) + np.log(2 / (1 + u))),
+    "total_variation": lambda u: 0.5 * np.abs(u - 1),
+}
+# The same in mpmath, for the quadrature references.
+MP_F = {
+    "kl": lambda u: -mpmath.log(u),
+    "reverse_kl": lambda u: u * mpmath.log(u),
+    "half_log_sq": lambda u: mpmath.log(u) ** 2 / 2,
+    "pearson": lambda u: (u - 1) ** 2,
+    "neyman": lambda u: (1 - u) ** 2 / u,
+    "hellinger": lambda u: (mpmath.sqrt(u) - 1) ** 2,
+    "jensen_shannon": lambda u: (u * mpmath.log(2 * u / (1 + u)) + mpmath.log(2 / (1 + u))) / 2,
+    "total_variation": lambda u: abs(u - 1) / 2,
+}
+CURVATURE = {"kl": 1.0, "reverse_kl": 1.0, "half_log_sq": 1.0, "pearson": 2.0, "neyman": 2.0,
+             "hellinger": 0.5, "jensen_shannon": 0.25}
+GRID = np.array([0.05, 0.3, 0.8, 0.999, 1.0, 1.001, 1.7, 4.0, 25.0])
+
+
+def rel_err(value, reference):
+    return abs(value - reference) / abs(reference)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generators
+# --------------------------------------------------------------------------------------------------
+
+def test_registry_has_the_eight_generators():
+    assert NAMES == ["kl", "reverse_kl", "half_log_sq", "pearson", "neyman", "hellinger",
+                     "jensen_shannon", "total_variation"]
+    assert all(GENERATORS[n].name == n and GENERATORS[n].label for n in NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_f_of_one_is_zero(name):
+    gen = GENERATORS[name]
+    assert gen.f(1.0) == 0.0
+    assert gen.expression.subs(sp.Symbol("u", positive=True), 1) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_f_matches_hand_written_formula(name):
+    np.testing.assert_allclose(GENERATORS[name].f(GRID), NUMPY_F[name](GRID), rtol=1e-14, atol=1e-300)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_numeric_functions_match_sympy_at_30_digits(name):
+    gen = GENERATORS[name]
+    u = sp.Symbol("u", positive=True)
+    for order, method in enumerate((gen.f, gen.f_prime, gen.f_second)):
+        expr = sp.diff(gen.expression, u, order)
+        for x in (0.3, 0.8, 1.7, 4.0):  # away from TV's kink
+            reference = float(expr.subs(u, sp.Float(x, 30)).evalf(30))
+            assert math.isclose(float(method(x)), reference, rel_tol=1e-13, abs_tol=1e-15), (order, x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_derivatives_match_finite_differences(name):
+    gen = GENERATORS[name]
+    u = np.array([0.3, 0.8, 1.25, 1.7, 4.0])
+    h = 1e-4 * u
+    first = (NUMPY_F[name](u + h) - NUMPY_F[name](u - h)) / (2 * h)
+    second = (NUMPY_F[name](u + h) - 2 * NUMPY_F[name](u) + NUMPY_F[name](u - h)) / h**2
+    np.testing.assert_allclose(gen.f_prime(u), first, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(gen.f_second(u), second, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CONVEX)
+def test_generators_are_convex(name):
+    gen = GENERATORS[name]
+    u = np.geomspace(1e-3, 1e3, 301)
+    u = u[u != 1.0]
+    assert np.all(gen.f_second(u) >= 0)
+
+
+def test_half_log_squared_is_convex_only_up_to_e_but_never_negative():
+    gen = GENERATORS["half_log_sq"]
+    u = np.geomspace(1e-3, 1e3, 301)
+    assert np.all(gen.f_second(u[u < math.e]) > 0) and np.all(gen.f_second(u[u > math.e]) < 0)
+    assert np.all(gen.f(u) >= 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=st.floats(1e-3, 1e3), b=st.floats(1e-3, 1e3), t=st.floats(0.0, 1.0))
+def test_convexity_chords_lie_above(a, b, t):
+    for name in CONVEX:
+        f = GENERATORS[name].f
+        mid = t * a + (1 - t) * b
+        chord = t * f(a) + (1 - t) * f(b)
+        assert f(mid) <= chord + 1e-12 * (1 + abs(chord)), name
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_curvature_at_one(name):
+    gen = GENERATORS[name]
+    assert gen.curvature_at_1 == CURVATURE[name]
+    assert gen.twice_differentiable_at_1
+    assert gen.f_second(1.0) == CURVATURE[name]
+
+
+def test_total_variation_is_not_twice_differentiable_at_one():
+    tv = GENERATORS["total_variation"]
+    assert math.isnan(tv.curvature_at_1)
+    assert not tv.twice_differentiable_at_1
+    assert tv.derivative_at_1(1) is sp.nan
+    assert math.isnan(tv.f_prime(1.0)) and math.isnan(tv.f_second(1.0))
+    np.testing.assert_array_equal(tv.f_prime([0.5, 2.0]), [-0.5, 0.5])
+    np.testing.assert_array_equal(tv.f_second([0.5, 2.0]), [0.0, 0.0])
+
+
+def test_exact_higher_derivatives_at_one():
+    # By hand: -log u -> -2/u³, 6/u⁴; ½log²u -> (2 log u - 3)/u³, (11 - 6 log u)/u⁴.
+    assert GENERATORS["kl"].derivative_at_1(3) == -2
+    assert GENERATORS["kl"].derivative_at_1(4) == 6
+    assert GENERATORS["half_log_sq"].derivative_at_1(3) == -3
+    assert GENERATORS["half_log_sq"].derivative_at_1(4) == 11
+    assert GENERATORS["hellinger"].derivative_at_1(2) == sp.Rational(1, 2)
+    assert GENERATORS["jensen_shannon"].derivative_at_1(2) == sp.Rational(1, 4)
+    assert GENERATORS["pearson"].derivative_at_1(0) == 0
+
+
+def test_symmetric_generators():
+    assert {n for n in NAMES if GENERATORS[n].symmetric} == {"hellinger", "jensen_shannon", "total_variation"}
+
+
+def test_limits_at_zero_and_infinity():
+    values = {n: GENERATORS[n].f([0.0, np.inf]) for n in NAMES}
+    assert values["kl"].tolist() == [np.inf, -np.inf]
+    assert values["reverse_kl"].tolist() == [0.0, np.inf]
+    assert values["pearson"].tolist() == [1.0, np.inf]
+    assert values["hellinger"].tolist() == [1.0, np.inf]
+    assert values["jensen_shannon"][0] == pytest.approx(math.log(2) / 2, rel=1e-15)
+    assert GENERATORS["kl"].f_prime(0.0) == -np.inf
+
+
+def test_f_keeps_shape_and_scalar():
+    gen = GENERATORS["pearson"]
+    assert gen.f(np.ones((2, 3))).shape == (2, 3)
+    assert np.ndim(gen.f(2.0)) == 0 and gen.f(2) == 1.0
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (-1.0, ValueError, "non-negative"),
+    ([1.0, np.nan], ValueError, "non-negative"),
+    (True, TypeError, "real"),
+    ("2", TypeError, "real"),
+])
+def test_f_rejects_bad_u(bad, error, match):
+    with pytest.raises(error, match=match):
+        GENERATORS["kl"].f(bad)
+
+
+def test_get_generator():
+    assert get_generator("kl") is GENERATORS["kl"]
+    assert get_generator(GENERATORS["pearson"]) is GENERATORS["pearson"]
+    with pytest.raises(ValueError, match=r"generator must be one of \['half_log_sq', 'hellinger'.*got 'chi2'"):
+        get_generator("chi2")
+    with pytest.raises(TypeError, match="generator must be a Generator or a name"):
+        get_generator(3)
+
+
+def test_generator_validation():
+    with pytest.raises(ValueError, match="name must not be empty"):
+        Generator("", "x", "(u-1)**2")
+    with pytest.raises(TypeError, match="label must be a string"):
+        Generator("a", None, "(u-1)**2")
+    with pytest.raises(TypeError, match="expr must be a string or a sympy expression"):
+        Generator("a", "a", 3.0)
+    with pytest.raises(ValueError, match=r"f\(1\) = 0; 'shifted' has f\(1\) = 1"):
+        Generator("shifted", "s", "u**2").f(2.0)
+    with pytest.raises(ValueError, match=r"must depend on u only, got symbols \['a'\]"):
+        Generator("param", "p", "a*(u - 1)**2").expression
+    with pytest.raises(ValueError, match="does not parse"):
+        Generator("broken", "b", "(u - ").expression
+
+
+def test_custom_generator_from_a_sympy_expression():
+    u = sp.Symbol("u")  # no assumptions: the generator substitutes its own positive u
+    gen = Generator("pearson_again", "χ²", (u - 1) ** 2)
+    assert gen.curvature_at_1 == 2.0
+    pair = GaussianPair(mu_p=0.4, sigma_p=1.1)
+    assert f_divergence(pair, gen) == pytest.approx(f_divergence(pair, "pearson"), rel=1e-13)
+
+
+# --------------------------------------------------------------------------------------------------
+# f_divergence: closed forms
+# --------------------------------------------------------------------------------------------------
+
+GAUSSIANS = [
+    GaussianPair(mu_p=1.0),
+    GaussianPair(mu_p=0.1),
+    GaussianPair(mu_p=1e-3),
+    GaussianPair(mu_p=1e-6),
+    GaussianPair(mu_p=3.0),
+    GaussianPair(mu_p=0.7, sigma_p=1.2, mu_q=-0.3, sigma_q=0.9),
+    GaussianPair(mu_p=0.0, sigma_p=1.01),
+    GaussianPair(mu_p=0.2, sigma_p=0.8),
+]
+
+
+@pytest.mark.parametrize("pair", GAUSSIANS, ids=repr)
+def test_kl_and_reverse_kl_of_gaussians(pair):
+    assert rel_err(f_divergence(pair, "kl"), pair.kl()) < 1e-9
+    assert rel_err(f_divergence(pair, "reverse_kl"), pair.kl_reverse()) < 1e-9
+
+
+@pytest.mark.parametrize("mu", [1e-6, 1e-3, 0.1, 1.0, 2.0])
+def test_unit_gaussian_closed_forms(mu):
+    pair = GaussianPair(mu_p=mu)
+    assert rel_err(f_divergence(pair, "pearson"), math.expm1(mu * mu)) < 1e-9
+    assert rel_err(f_divergence(pair, "neyman"), math.expm1(mu * mu)) < 1e-9
+    assert rel_err(f_divergence(pair, "hellinger"), -2 * math.expm1(-mu * mu / 8)) < 1e-9
+    assert rel_err(f_divergence(pair, "total_variation"), erf(mu / (2 * math.sqrt(2)))) < 1e-9
+
+
+@pytest.mark.parametrize("pair", GAUSSIANS, ids=repr)
+def test_chi_squared_and_hellinger_of_gaussians(pair):
+    pearson = expected_r_squared(pair) - 1
+    neyman = expected_r_squared(pair.swapped()) - 1
+    # E[r²] - 1 keeps only ~1e-16/χ² relative precision: compare where that is below 1e-10.
+    if pearson > 1e-5:
+        assert rel_err(f_divergence(pair, "pearson"), pearson) < 1e-9
+        assert rel_err(f_divergence(pair, "neyman"), neyman) < 1e-9
+    # Bhattacharyya coefficient of two normals.
+    sp2 = pair.sigma_p**2 + pair.sigma_q**2
+    log_bc = 0.5 * math.log(2 * pair.sigma_p * pair.sigma_q / sp2) - (pair.mu_p - pair.mu_q) ** 2 / (4 * sp2)
+    assert rel_err(f_divergence(pair, "hellinger"), -2 * math.expm1(log_bc)) < 1e-9
+
+
+@pytest.mark.parametrize("pair", GAUSSIANS, ids=repr)
+def test_half_log_squared_is_the_mean_of_k2(pair):
+    assert rel_err(f_divergence(pair, "half_log_sq"), exact_moments(pair, "k2").mean) < 1e-9
+
+
+@pytest.mark.parametrize("sigma_p, pearson_finite, neyman_finite", [
+    (1.41, True, True), (1.414, True, True), (1.5, False, True), (2.0, False, True),
+    (0.71, True, True), (0.7072, True, True), (0.7, True, False), (0.5, True, False),
+])
+def test_chi_squared_divergence_boundaries(sigma_p, pearson_finite, neyman_finite):
+    # E_q[r²] < inf iff σ_p² < 2σ_q²; E_p[(q/p)²] < inf iff σ_q² < 2σ_p². Just inside the boundary the
+    # values are huge (1e66 at σ_p = 1.414) and still accurate.
+    pair = GaussianPair(mu_p=0.3, sigma_p=sigma_p)
+    for name, finite, swapped in (("pearson", pearson_finite, pair), ("neyman", neyman_finite, pair.swapped())):
+        value = f_divergence(pair, name)
+        if finite:
+            assert rel_err(value, expected_r_squared(swapped) - 1) < 1e-9
+        else:
+            assert value == math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# f_divergence: mpmath quadrature references
+# --------------------------------------------------------------------------------------------------
+
+def mp_gaussian_divergence(name, pair, dps=30):
+    """E_q[f(r)] over z ~ N(0,1) at x = mu_q + sigma_q z, log r = a + b z + c z², in mpmath."""
+    with mpmath.workdps(dps):
+        s = mpmath.mpf(pair.sigma_q) / pair.sigma_p
+        d = (mpmath.mpf(pair.mu_q) - pair.mu_p) / pair.sigma_p
+        a, b, c = mpmath.log(s) - d * d / 2, -d * s, (1 - s * s) / 2
+        f = MP_F[name]
+
+        def integrand(z):
+            return mpmath.npdf(z) * f(mpmath.exp(a + b * z + c * z * z))
+
+        points = {mpmath.mpf(0)}
+        if c == 0:
+            points.add(-a / b)
+        elif b * b - 4 * a * c >= 0:
+            root = mpmath.sqrt(b * b - 4 * a * c)
+            points |= {(-b + root) / (2 * c), (-b - root) / (2 * c)}
+        return float(mpmath.quad(integrand, [-mpmath.inf, *sorted(points), mpmath.inf]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("pair", [GaussianPair(mu_p=0.7, sigma_p=1.2, mu_q=-0.3, sigma_q=0.9),
+                                  GaussianPair(mu_p=0.2, sigma_p=0.8)], ids=repr)
+def test_gaussian_pairs_against_mpmath(name, pair):
+    assert rel_err(f_divergence(pair, name), mp_gaussian_divergence(name, pair)) < 1e-9
+
+
+def t5_against_normal(name):
+    """E_q[f(p/q)] for p = t(5), q = N(0,1), in mpmath, split where p = q (for total variation)."""
+    with mpmath.workdps(30):
+        c = mpmath.gamma(3) / (mpmath.sqrt(5 * mpmath.pi) * mpmath.gamma(mpmath.mpf(5) / 2))
+
+        def p(x):
+            return c * (1 + x * x / 5) ** -3
+
+        f = MP_F[name]
+        grid = np.linspace(-12, 12, 2401)
+        log_ratio = stats.t(5).logpdf(grid) - stats.norm.logpdf(grid)
+        crossings = [mpmath.findroot(lambda x: p(x) - mpmath.npdf(x), (grid[i], grid[i + 1]), solver="anderson")
+                     for i in np.flatnonzero(log_ratio[:-1] * log_ratio[1:] < 0)]
+        points = sorted({mpmath.mpf(0), *crossings, *map(mpmath.mpf, (-30, -8, 8, 30))})
+        return float(mpmath.quad(lambda x: mpmath.npdf(x) * f(p(x) / mpmath.npdf(x)),
+                                 [-mpmath.inf, *points, mpmath.inf]))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "pearson"])
+def test_heavy_tailed_scipy_pair_against_mpmath(name):
+    pair = ScipyPair(p=stats.t(5), q=stats.norm())
+    assert rel_err(f_divergence(pair, name), t5_against_normal(name)) < 1e-9
+
+
+def test_heavy_tailed_pearson_is_infinite():
+    # ∫ p²/q with p = t(5), q = N(0, 1) diverges; the reverse direction is finite.
+    assert f_divergence(ScipyPair(p=stats.t(5), q=stats.norm()), "pearson") == math.inf
+    assert math.isfinite(f_divergence(ScipyPair(p=stats.norm(), q=stats.t(5)), "pearson"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scipy_normals_match_gaussian_pair(name):
+    gaussian = GaussianPair(mu_p=0.7, sigma_p=1.2, mu_q=-0.3, sigma_q=0.9)
+    scipy_pair = ScipyPair(p=stats.norm(0.7, 1.2), q=stats.norm(-0.3, 0.9))
+    assert rel_err(f_divergence(scipy_pair, name), f_divergence(gaussian, name)) < 1e-9
+
+
+def test_uniforms_with_different_supports():
+    # q = U(0, 1), p = U(0, 2): r = ½ on (0, 1) and p has mass ½ where q = 0.
+    pair = ScipyPair(p=stats.uniform(0, 2), q=stats.uniform(0, 1))
+    expected = {
+        "kl": math.log(2), "reverse_kl": math.inf, "half_log_sq": math.log(2) ** 2 / 2,
+        "pearson": math.inf, "neyman": 1.0, "hellinger": 2 - math.sqrt(2),
+        "jensen_shannon": 0.75 * math.log(4 / 3), "total_variation": 0.5,
+    }
+    swapped = {"kl": math.inf, "reverse_kl": math.log(2), "half_log_sq": math.inf, "pearson": 1.0,
+               "neyman": math.inf, "hellinger": 2 - math.sqrt(2), "jensen_shannon": 0.75 * math.log(4 / 3),
+               "total_variation": 0.5}
+    for name in NAMES:
+        for value, reference in ((f_divergence(pair, name), expected[name]),
+                                 (f_divergence(pair.swapped(), name), swapped[name])):
+            if math.isinf(reference):
+                assert value == math.inf, name
+            else:
+                assert rel_err(value, reference) < 1e-9, name
+
+
+# --------------------------------------------------------------------------------------------------
+# Categorical pairs: exact sums against brute force
+# --------------------------------------------------------------------------------------------------
+
+def brute_force(name, pair):
+    """Σ q f(p/q) in mpmath from the pair's (float) log-probabilities, with Csiszár's conventions:
+    0·f(p/0) = p lim f(u)/u and f(0) = lim f(u)."""
+    limit_f_over_u = {"kl": 0, "reverse_kl": mpmath.inf, "half_log_sq": 0, "pearson": mpmath.inf, "neyman": 1,
+                      "hellinger": 1, "jensen_shannon": mpmath.log(2) / 2, "total_variation": mpmath.mpf(1) / 2}
+    f_at_zero = {"kl": mpmath.inf, "reverse_kl": 0, "half_log_sq": mpmath.inf, "pearson": 1, "neyman": mpmath.inf,
+                 "hellinger": 1, "jensen_shannon": mpmath.log(2) / 2, "total_variation": mpmath.mpf(1) / 2}
+    with mpmath.workdps(40):
+        p = [mpmath.exp(mpmath.mpf(x)) for x in pair.log_p]
+        q = [mpmath.exp(mpmath.mpf(x)) for x in pair.log_q]
+        p, q = [x / mpmath.fsum(p) for x in p], [x / mpmath.fsum(q) for x in q]
+        total = mpmath.mpf(0)
+        for pi, qi in zip(p, q):
+            if qi == 0 and pi > 0:
+                total += pi * limit_f_over_u[name]
+            elif qi > 0 and pi == 0:
+                total += qi * f_at_zero[name]
+            elif qi > 0:
+                total += qi * MP_F[name](pi / qi)
+        return float(total)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_categorical_against_brute_force(name):
+    cases = [
+        ([0.1, -0.4, 2.0, 0.3], [0.0, 0.2, 1.5, -0.1], 1e-12),
+        # r within 1e-7 of 1: the float log-probabilities fix log r only to ~1e-16/1e-7 = 1e-9 relative.
+        ([0.0, 1e-7, -1e-7], [0.0, 0.0, 0.0], 1e-8),
+        ([0.0, -np.inf, 1.0], [0.5, 0.0, 1.0], 1e-12),  # p = 0 where q > 0
+        ([0.0, 2.0, 1.0], [0.5, -np.inf, 1.0], 1e-12),  # q = 0 where p > 0
+    ]
+    for p_logits, q_logits, rtol in cases:
+        pair = CategoricalPair(p_logits, q_logits)
+        value = f_divergence(pair, name)
+        reference = brute_force(name, pair)
+        if math.isinf(reference):
+            assert value == math.inf
+        else:
+            assert rel_err(value, reference) < rtol, (p_logits, q_logits)
+
+
+def test_categorical_half_log_squared_is_the_mean_of_k2():
+    pair = CategoricalPair(p_logits=[0.3, -1.0, 2.0, 0.0], q_logits=[0.0, 0.5, 1.0, -0.2])
+    assert rel_err(f_divergence(pair, "half_log_sq"), exact_moments(pair, "k2").mean) < 1e-12
+    assert rel_err(f_divergence(pair, "kl"), pair.kl()) < 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(-5, 5)), min_size=2, max_size=8))
+def test_categorical_divergences_are_non_negative_and_bounded(logits):
+    pair = CategoricalPair([a for a, _ in logits], [b for _, b in logits])
+    values = {name: f_divergence(pair, name) for name in NAMES}
+    assert all(v >= -1e-15 for v in values.values())
+    assert values["total_variation"] <= 1 + 1e-12
+    assert values["hellinger"] <= 2 + 1e-12
+    assert values["jensen_shannon"] <= math.log(2) + 1e-12
+
+
+# --------------------------------------------------------------------------------------------------
+# Structure: zero at p = q, symmetry, conjugates, errors
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pair", [GaussianPair(mu_p=0.5, sigma_p=2.0, mu_q=0.5, sigma_q=2.0),
+                                  ScipyPair(p=stats.norm(1, 2), q=stats.norm(1, 2)),
+                                  CategoricalPair([0.0, 1.0], [0.0, 1.0])], ids=repr)
+def test_identical_distributions_give_zero(pair):
+    assert all(f_divergence(pair, name) == 0.0 for name in NAMES)
+
+
+@pytest.mark.parametrize("pair", [GaussianPair(mu_p=0.7, sigma_p=1.2, mu_q=-0.3, sigma_q=0.9),
+                                  CategoricalPair([0.1, -0.4, 2.0], [0.0, 0.2, 1.5])], ids=repr)
+def test_symmetric_generators_do_not_care_about_order(pair):
+    for name in ("hellinger", "jensen_shannon", "total_variation"):
+        assert rel_err(f_divergence(pair.swapped(), name), f_divergence(pair, name)) < 1e-9
+    # KL[q,p] with the roles swapped is KL[p,q]; Pearson and Neyman are each other's conjugates.
+    assert rel_err(f_divergence(pair.swapped(), "reverse_kl"), f_divergence(pair, "kl")) < 1e-9
+    assert rel_err(f_divergence(pair.swapped(), "neyman"), f_divergence(pair, "pearson")) < 1e-9
+
+
+def test_f_divergence_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="pair must be a GaussianPair, ScipyPair or CategoricalPair"):
+        f_divergence("N(0,1)", "kl")
+    with pytest.raises(ValueError, match="generator must be one of"):
+        f_divergence(GaussianPair(mu_p=1.0), "KL")
+
+
+# --------------------------------------------------------------------------------------------------
+# Taylor approximation
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_taylor_approximation_formula(name):
+    pair = GaussianPair(mu_p=0.3, sigma_p=1.1)
+    expected = 0.5 * CURVATURE[name] * (expected_r_squared(pair) - 1)
+    assert taylor_approximation(pair, name) == pytest.approx(expected, rel=1e-15)
+
+
+def test_taylor_approximation_of_pearson_is_exact():
+    pair = GaussianPair(mu_p=0.5, sigma_p=1.2)
+    assert taylor_approximation(pair, "pearson") == pytest.approx(f_divergence(pair, "pearson"), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in SMOOTH if n != "pearson"])
+def test_taylor_approximation_becomes_exact_as_the_gap_shrinks(name):
+    # Scale change σ_p = 1 + δ: the relative error is first order in δ (coefficient below 10).
+    errors = []
+    for delta in (1e-2, 1e-3):
+        pair = GaussianPair(mu_p=0.0, sigma_p=1 + delta)
+        errors.append(abs(f_divergence(pair, name) / taylor_approximation(pair, name) - 1))
+        assert errors[-1] < 10 * delta
+    assert errors[1] < errors[0] / 5
+
+
+def test_taylor_approximation_of_total_variation_is_refused():
+    with pytest.raises(ValueError, match="'total_variation' is not twice differentiable at u = 1"):
+        taylor_approximation(GaussianPair(mu_p=0.1), "total_variation")
+
+
+def test_taylor_approximation_with_infinite_chi_squared():
+    assert taylor_approximation(GaussianPair(mu_p=0.0, sigma_p=2.0), "kl") == math.inf
