@@ -16,8 +16,57 @@ from klviz.exact import (
 from klviz.experiment import SeedTable, seed_table
 from klviz.montecarlo import MonteCarloEstimate, SimulationResult, simulate
 from klviz.pairs import CategoricalPair, GaussianPair, Pair, ScipyPair
+from klviz.sequences import (
+    SEQUENCE_ESTIMATORS,
+    MarkovChainPair,
+    random_markov_chain_pair,
+    sequence_estimates,
+    sequence_moments,
+)
+from klviz.tokens import naive_k3, perturbed_policy_pair, round_to_bfloat16, round_to_precision
+from klviz.fdiv import GENERATORS, Generator, f_divergence, get_generator, taylor_approximation
+from klviz.gradients import (
+    GradientMoments,
+    MonteCarloGradient,
+    PolicyPath,
+    expected_gradient,
+    fit_gaussian_policy,
+    gradient_moments,
+    kl_pq,
+    kl_pq_gradient,
+    kl_qp,
+    kl_qp_gradient,
+    monte_carlo_gradient,
+    per_sample_gradient,
+)
 
 __all__ = [
+    "GradientMoments",
+    "MonteCarloGradient",
+    "PolicyPath",
+    "expected_gradient",
+    "fit_gaussian_policy",
+    "gradient_moments",
+    "kl_pq",
+    "kl_pq_gradient",
+    "kl_qp",
+    "kl_qp_gradient",
+    "monte_carlo_gradient",
+    "per_sample_gradient",
+    "GENERATORS",
+    "Generator",
+    "f_divergence",
+    "get_generator",
+    "taylor_approximation",
+    "SEQUENCE_ESTIMATORS",
+    "MarkovChainPair",
+    "random_markov_chain_pair",
+    "sequence_estimates",
+    "sequence_moments",
+    "naive_k3",
+    "perturbed_policy_pair",
+    "round_to_bfloat16",
+    "round_to_precision",
     "ESTIMATORS",
     "k1",
     "k2",
