@@ -52,15 +52,16 @@ class TableRow:
 
     @property
     def mc_relative_bias(self) -> float:
-        return (self.monte_carlo.mean - self.kl) / self.kl
+        """(Monte Carlo mean - KL) / KL; NaN when KL = 0 (as for :class:`~klviz.ExactMoments`)."""
+        return (self.monte_carlo.mean - self.kl) / self.kl if self.kl else math.nan
 
     @property
     def mc_relative_bias_stderr(self) -> float:
-        return self.monte_carlo.stderr / self.kl
+        return self.monte_carlo.stderr / self.kl if self.kl else math.nan
 
     @property
     def mc_relative_std(self) -> float:
-        return self.monte_carlo.std / self.kl
+        return self.monte_carlo.std / self.kl if self.kl else math.nan
 
     @property
     def z_score(self) -> float:

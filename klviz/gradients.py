@@ -50,12 +50,12 @@ never produce inf·0.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import logsumexp
 
+from klviz import _checks
 from klviz.estimators import k3 as _k3
 
 __all__ = [
@@ -135,20 +135,9 @@ FOLLOWED: dict[tuple[str, tuple[bool, bool]], str] = {
 
 def _log_probs(logits, name: str) -> np.ndarray:
     """Stable log-softmax of a finite 1-D real array, or a TypeError/ValueError naming ``name``."""
-    arr = np.asarray(logits)
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional (one logit per token), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty")
-    if not np.isfinite(arr).all():
-        # A differentiable policy needs every token in its support, and the reference must cover
-        # the policy's support for KL(q||p) to be finite.
-        raise ValueError(f"{name} must be finite (every token with positive probability); got NaN or ±inf")
+    # A differentiable policy needs every token in its support, and the reference must cover the
+    # policy's support for KL(q||p) to be finite: no -inf logits here.
+    arr = _checks.logits(logits, name, zero_probability=False)
     return arr - logsumexp(arr)
 
 
@@ -198,11 +187,7 @@ def _behaviour(use: GradientUse, log_q: np.ndarray, behaviour_logits) -> np.ndar
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
+    return _checks.integer(value, name, 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -664,13 +649,7 @@ def monte_carlo_gradient(logits, ref_logits, estimator: str, use, n: int, *, beh
 # a two-parameter policy family that cannot represent a bimodal reference
 
 
-def _real(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+_real = _checks.real
 
 
 def discretised_gaussian_logits(mean, log_scale, vocab_size: int) -> np.ndarray:

@@ -6,8 +6,9 @@ pairwise update of Chan, Golub & LeVeque (1979): exact two-pass statistics withi
 merging across chunks. Memory is a few chunks whatever n is (10^8 samples run in ~40 MB).
 
 Randomness follows SPEC 7: ``rng`` is ``None``, a seed or a ``numpy.random.Generator``; the chunks
-get independent child streams from ``rng.spawn``, so the result depends on the seed and the chunk
-size only — not on how many threads did the work.
+get independent child streams (SFC64 generators seeded by ``SeedSequence.spawn`` from ``rng``'s seed
+sequence), so the result depends on the seed and the chunk size only — not on how many threads did
+the work.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from klviz.pairs import Pair
 
 __all__ = ["MonteCarloEstimate", "SimulationResult", "simulate", "DEFAULT_CHUNK_SIZE"]
 
-# 2^17 float64 values = 1 MiB per array: a few of them stay in L2 cache (2^20 was 15-70% slower here).
-DEFAULT_CHUNK_SIZE = 2**17
+# 2^16 float64 values = 512 KiB per array: the temporaries of one chunk stay in L2 cache (2^20 was
+# 15-70% slower here), and arrays below glibc's mmap threshold avoid page faults on every chunk.
+DEFAULT_CHUNK_SIZE = 2**16
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ def simulate(
 
     n, chunk_size = int(n), int(chunk_size)
     sizes = [chunk_size] * (n // chunk_size) + ([n % chunk_size] if n % chunk_size else [])
-    streams = rng.spawn(len(sizes))
+    # One independent child stream per chunk, spawned from rng's SeedSequence; SFC64 is the fastest of
+    # numpy's bit generators (standard normals ~18% faster than the default PCG64 here).
+    streams = [np.random.Generator(np.random.SFC64(seed)) for seed in rng.bit_generator.seed_seq.spawn(len(sizes))]
 
     def run(index: int):
         log_ratio = pair.sample_log_ratio(sizes[index], streams[index])

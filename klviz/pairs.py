@@ -21,26 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import logsumexp
 
+from klviz import _checks
 from klviz.estimators import k3 as _k3
 
 __all__ = ["Pair", "GaussianPair", "ScipyPair", "CategoricalPair"]
-
-
-def _real(value, name: str) -> float:
-    """A finite real number, or a TypeError/ValueError that names ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _positive(value, name: str) -> float:
-    value = _real(value, name)
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 def _log_sigma_ratio(sigma_q: float, sigma_p: float) -> float:
@@ -56,11 +40,7 @@ def _log_sigma_ratio(sigma_q: float, sigma_p: float) -> float:
 
 
 def _sample_size(n) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an integer, got {type(n).__name__} {n!r}")
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
-    return int(n)
+    return _checks.integer(n, "n", 0)
 
 
 class Pair:
@@ -131,10 +111,10 @@ class GaussianPair(Pair):
     sigma_q: float = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "mu_p", _real(self.mu_p, "mu_p"))
-        object.__setattr__(self, "mu_q", _real(self.mu_q, "mu_q"))
-        object.__setattr__(self, "sigma_p", _positive(self.sigma_p, "sigma_p"))
-        object.__setattr__(self, "sigma_q", _positive(self.sigma_q, "sigma_q"))
+        object.__setattr__(self, "mu_p", _checks.real(self.mu_p, "mu_p"))
+        object.__setattr__(self, "mu_q", _checks.real(self.mu_q, "mu_q"))
+        object.__setattr__(self, "sigma_p", _checks.positive(self.sigma_p, "sigma_p"))
+        object.__setattr__(self, "sigma_q", _checks.positive(self.sigma_q, "sigma_q"))
 
     @property
     def quadratic(self) -> tuple[float, float, float]:
@@ -260,20 +240,7 @@ def _describe(dist) -> str:
 
 
 def _log_softmax(logits, name: str) -> np.ndarray:
-    arr = np.asarray(logits)
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional (one logit per token), got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty")
-    if np.isnan(arr).any() or (arr == np.inf).any():
-        raise ValueError(f"{name} must be finite or -inf (a token with probability 0); got NaN or +inf")
-    if (arr == -np.inf).all():
-        raise ValueError(f"{name} must give some token a positive probability; all logits are -inf")
+    arr = _checks.logits(logits, name, zero_probability=True)
     # Shift by the largest logit first: logits - logsumexp(logits) would round at the logits' magnitude
     # (1e-13 absolute at 1e3); the shifted logits are exact and their logsumexp is O(log V).
     shifted = arr - arr.max()

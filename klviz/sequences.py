@@ -44,12 +44,12 @@ All logits must be finite: every transition has positive probability under both 
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import logsumexp
 
+from klviz import _checks
 from klviz.estimators import k2 as _k2
 from klviz.estimators import k3 as _k3
 from klviz.exact import ExactMoments
@@ -90,11 +90,7 @@ def _log_softmax_rows(logits, name: str, ndim: int) -> np.ndarray:
 
 
 def _length(value) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"length must be an integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"length must be at least 1, got {value}")
-    return int(value)
+    return _checks.integer(value, "length", 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -312,16 +308,10 @@ def random_markov_chain_pair(vocab_size: int, length: int, perturbation: float, 
     >>> pair.kl()
     0.0
     """
-    if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, numbers.Integral):
-        raise TypeError(f"vocab_size must be an integer, got {type(vocab_size).__name__} {vocab_size!r}")
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be at least 1, got {vocab_size}")
+    vocab_size = _checks.integer(vocab_size, "vocab_size", 1)
     length = _length(length)
-    for name, value in (("perturbation", perturbation), ("logit_scale", logit_scale)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be finite and non-negative, got {value}")
+    perturbation = _checks.non_negative(perturbation, "perturbation")
+    logit_scale = _checks.non_negative(logit_scale, "logit_scale")
     rng = np.random.default_rng(rng)
     v = int(vocab_size)
     q_initial = logit_scale * rng.standard_normal(v)

@@ -16,11 +16,10 @@ apart.
 
 from __future__ import annotations
 
-import math
-import numbers
 
 import numpy as np
 
+from klviz import _checks
 from klviz.pairs import CategoricalPair
 
 __all__ = ["PRECISIONS", "round_to_bfloat16", "round_to_precision", "naive_k3", "perturbed_policy_pair"]
@@ -210,15 +209,9 @@ def perturbed_policy_pair(vocab_size: int, perturbation: float, *, logit_scale: 
     >>> pair.vocab_size, round(pair.kl() / (0.01**2 / 2), 2)   # about 1
     (50000, 1.05)
     """
-    if isinstance(vocab_size, (bool, np.bool_)) or not isinstance(vocab_size, numbers.Integral):
-        raise TypeError(f"vocab_size must be an integer, got {type(vocab_size).__name__} {vocab_size!r}")
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be at least 1, got {vocab_size}")
-    for name, value in (("perturbation", perturbation), ("logit_scale", logit_scale)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be finite and non-negative, got {value}")
+    vocab_size = _checks.integer(vocab_size, "vocab_size", 1)
+    perturbation = _checks.non_negative(perturbation, "perturbation")
+    logit_scale = _checks.non_negative(logit_scale, "logit_scale")
     rng = np.random.default_rng(rng)
     q_logits = logit_scale * rng.standard_normal(int(vocab_size))
     p_logits = q_logits + perturbation * rng.standard_normal(int(vocab_size))

@@ -458,7 +458,7 @@ def test_validation_messages():
         monte_carlo_gradient(good, good, "k1", "loss", 1)
     with pytest.raises(TypeError, match="n must be an integer"):
         monte_carlo_gradient(good, good, "k1", "loss", 10.0)
-    with pytest.raises(ValueError, match="vocab_size must be positive"):
+    with pytest.raises(ValueError, match="vocab_size must be at least 1"):
         discretised_gaussian_logits(0.0, 0.0, 0)
     with pytest.raises(ValueError, match="step_size must be positive"):
         fit_gaussian_policy(good, "k1", "reward", step_size=0.0)
@@ -466,7 +466,7 @@ def test_validation_messages():
         fit_gaussian_policy(good, "k1", "reward", init=(1.0,))
     with pytest.raises(ValueError, match="init\\[1\\] must be finite"):
         fit_gaussian_policy(good, "k1", "reward", init=(1.0, np.inf))
-    with pytest.raises(ValueError, match="batch_size must be positive"):
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
         fit_gaussian_policy(good, "k1", "reward", batch_size=0)
 
 

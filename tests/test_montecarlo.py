@@ -19,13 +19,26 @@ from klviz.montecarlo import MonteCarloEstimate, SimulationResult
 ALL = ("k1", "k2", "k3", "k1_reverse", "k3_reverse")
 
 
-def assert_within_standard_errors(result, pair, names, z=5.0):
+def assert_within_standard_errors(result, pair, names, z=5.0, check_variance=True):
     for name in names:
         estimate, exact = result[name], exact_moments(pair, name)
         assert estimate.n == result.n
         assert abs(estimate.mean - exact.mean) <= z * estimate.stderr, (name, estimate, exact)
-        # the sample variance too: its standard error is ~ sqrt((μ4 - σ⁴)/n); 25% is generous for n ≥ 1e5
-        assert estimate.var == pytest.approx(exact.var, rel=0.25), (name, estimate.var, exact.var)
+        if check_variance:
+            # the sample variance too: its standard error is ~ sqrt((μ4 - σ⁴)/n), a few % for these
+            # light-tailed pairs at n >= 1e5, so 25% is generous
+            assert estimate.var == pytest.approx(exact.var, rel=0.25), (name, estimate.var, exact.var)
+
+
+def assert_variance_within_batch_standard_errors(pair, names, n, batches=16, z=5.0):
+    """Heavy-ish tails (k2 against a logistic q involves x^16 moments): the sample variance's own
+    standard error is estimated from independent batches, not assumed."""
+    children = np.random.SeedSequence(777).spawn(batches)
+    runs = [simulate(pair, n, rng=np.random.default_rng(child), estimators=names) for child in children]
+    for name in names:
+        variances = np.array([run[name].var for run in runs])
+        stderr = variances.std(ddof=1) / math.sqrt(batches)
+        assert abs(variances.mean() - exact_moments(pair, name).var) <= z * stderr, (name, variances)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +56,10 @@ def test_simulate_matches_exact_moments(pair, n):
     result = simulate(pair, n, rng=12345, estimators=ALL)
     assert isinstance(result, SimulationResult)
     assert list(result) == list(ALL) and len(result) == 5 and result.n == n
-    assert_within_standard_errors(result, pair, ALL)
+    heavy = isinstance(pair, ScipyPair)
+    assert_within_standard_errors(result, pair, ALL, check_variance=not heavy)
+    if heavy:
+        assert_variance_within_batch_standard_errors(pair, ALL, n // 4)
 
 
 def test_article_regime_k3_is_unbiased_and_k2_is_not():
@@ -107,13 +123,15 @@ def test_chunk_sizes_change_streams_not_statistics():
 
 
 def test_streaming_statistics_equal_two_pass_statistics_of_the_same_draws():
-    # Rebuild the exact draws simulate makes (documented: one child stream per chunk, spawned from rng)
-    # and compare the merged chunk statistics with numpy's two-pass mean and std of all of them.
+    # Rebuild the exact draws simulate makes (documented: one SFC64 child stream per chunk, seeded by
+    # SeedSequence.spawn from rng's seed sequence) and compare the merged chunk statistics with numpy's
+    # two-pass mean and std of all of them.
     pair = GaussianPair(mu_p=0.7, sigma_p=1.2)
     n, chunk_size = 25_000, 4_096
     result = simulate(pair, n, rng=2024, chunk_size=chunk_size, estimators=ALL)
     sizes = [chunk_size] * (n // chunk_size) + [n % chunk_size]
-    streams = np.random.default_rng(2024).spawn(len(sizes))
+    seeds = np.random.default_rng(2024).bit_generator.seed_seq.spawn(len(sizes))
+    streams = [np.random.Generator(np.random.SFC64(seed)) for seed in seeds]
     log_r = np.concatenate([pair.sample_log_ratio(size, stream) for size, stream in zip(sizes, streams)])
     values = {
         "k1": -log_r,

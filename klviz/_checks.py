@@ -1,0 +1,72 @@
+"""Validation at the public boundary, shared by every module: one wording for one kind of mistake.
+
+Each check returns the cleaned value or raises a ``TypeError`` (wrong kind of thing) or ``ValueError``
+(right kind, wrong value) whose message starts with the argument's name.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+
+def real(value, name: str) -> float:
+    """A finite real number (not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def positive(value, name: str) -> float:
+    value = real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def non_negative(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and non-negative, got {value}")
+    return value
+
+
+def integer(value, name: str, minimum: int | None = None) -> int:
+    """An integer (not a bool), at least ``minimum`` (a minimum of 0 is spelled "non-negative")."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        bound = "non-negative" if minimum == 0 else f"at least {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+def logits(values, name: str, *, zero_probability: bool) -> np.ndarray:
+    """A non-empty 1-D float64 array of logits. With ``zero_probability``, -inf (a token with
+    probability 0) is allowed as long as some token is finite; NaN and +inf never are."""
+    arr = np.asarray(values)
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (one logit per token), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not zero_probability:
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be finite (every token with positive probability); got NaN or ±inf")
+        return arr
+    if np.isnan(arr).any() or (arr == np.inf).any():
+        raise ValueError(f"{name} must be finite or -inf (a token with probability 0); got NaN or +inf")
+    if (arr == -np.inf).all():
+        raise ValueError(f"{name} must give some token a positive probability; all logits are -inf")
+    return arr
