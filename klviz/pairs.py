@@ -24,7 +24,7 @@ from scipy.special import logsumexp
 from klviz import _checks
 from klviz.estimators import k3 as _k3
 
-__all__ = ["Pair", "GaussianPair", "ScipyPair", "CategoricalPair"]
+__all__ = ["Pair", "GaussianPair", "ScipyPair", "CategoricalPair", "log_softmax"]
 
 
 def _log_sigma_ratio(sigma_q: float, sigma_p: float) -> float:
@@ -239,12 +239,25 @@ def _describe(dist) -> str:
     return f"{dist.dist.name}({', '.join(s for s in (args, kwds) if s)})"
 
 
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    r"""Stable :math:`\log\mathrm{softmax}(\ell)_i = \ell_i - \log\sum_j e^{\ell_j}` along ``axis`` (float64, trusted input).
+
+    Shifts by the largest logit first: ``logits - logsumexp(logits)`` would round at the logits'
+    magnitude (1e-13 absolute at 1e3); the shifted logits are exact and their logsumexp is O(log V).
+    A logit of -inf gives -inf (probability 0); every slice needs one finite logit.
+
+    Examples
+    --------
+    >>> log_softmax(np.array([1000.0, 1000.0])).tolist() == [-np.log(2), -np.log(2)]
+    True
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - np.max(logits, axis=axis, keepdims=True)
+    return shifted - logsumexp(shifted, axis=axis, keepdims=True)
+
+
 def _log_softmax(logits, name: str) -> np.ndarray:
-    arr = _checks.logits(logits, name, zero_probability=True)
-    # Shift by the largest logit first: logits - logsumexp(logits) would round at the logits' magnitude
-    # (1e-13 absolute at 1e3); the shifted logits are exact and their logsumexp is O(log V).
-    shifted = arr - arr.max()
-    log_probs = shifted - logsumexp(shifted)
+    log_probs = log_softmax(_checks.logits(logits, name, zero_probability=True))
     log_probs.flags.writeable = False
     return log_probs
 
@@ -287,7 +300,7 @@ class CategoricalPair(Pair):
     r"""Two softmax distributions over the same vocabulary: q = softmax(q_logits), p = softmax(p_logits).
 
     The token-level picture of an RLHF policy q and a reference p. Log-probabilities come from a
-    stable log-softmax (``logits - logsumexp(logits)``), so vocabularies of 50k tokens and logits in
+    stable log-softmax (:func:`log_softmax`: shifted by the largest logit), so vocabularies of 50k tokens and logits in
     the hundreds are fine; a logit of ``-inf`` is a token with probability 0. The exact KL is a sum.
 
     Parameters
@@ -303,6 +316,10 @@ class CategoricalPair(Pair):
         If the logits are not real numbers.
     ValueError
         If the logits are not 1-D, have different lengths, contain NaN or +inf, or are all -inf.
+
+    Notes
+    -----
+    The logits are copied (a caller changing its array afterwards does not change the pair).
 
     Examples
     --------
@@ -324,8 +341,10 @@ class CategoricalPair(Pair):
             raise ValueError(
                 f"p_logits and q_logits must have the same length, got {log_p.size} and {log_q.size}"
             )
-        object.__setattr__(self, "p_logits", np.asarray(self.p_logits, dtype=np.float64))
-        object.__setattr__(self, "q_logits", np.asarray(self.q_logits, dtype=np.float64))
+        for name in ("p_logits", "q_logits"):
+            copy = np.array(getattr(self, name), dtype=np.float64)  # a copy: the caller may mutate theirs
+            copy.flags.writeable = False
+            object.__setattr__(self, name, copy)
         object.__setattr__(self, "log_p", log_p)
         object.__setattr__(self, "log_q", log_q)
         table = _categorical_log_ratio(self.p_logits, self.q_logits, log_p, log_q)
