@@ -42,6 +42,7 @@ __all__ = [
     "OptimalLambda",
     "exact_moments",
     "control_variate_variance",
+    "control_variate_moments",
     "optimal_lambda",
     "expected_r_squared",
 ]
@@ -240,39 +241,44 @@ _RTOL = 1e-12
 
 
 def _log_abs(spec: EstimatorSpec, log_ratio: np.ndarray) -> np.ndarray:
-    """log|g(L)| from the term list, in log space, for the extreme L of the tail test."""
+    """log|g(L)| from the term list, in log space, for the extreme L of the tail test.
+
+    Terms with the same exponent t are summed as a polynomial in L first (factoring out the top power
+    for |L| > 1), so that e.g. r log r - r keeps its log L at L = 1e99 instead of cancelling to NaN."""
     from scipy.special import logsumexp
 
-    L = np.asarray(log_ratio, dtype=np.float64)[..., None]
-    t = np.array([term[0] for term in spec.terms], dtype=np.float64)
-    j = np.array([term[1] for term in spec.terms], dtype=np.float64)
-    c = np.array([term[2] for term in spec.terms], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_terms = np.where(t == 0, 0.0, t * L) + j * np.log(np.abs(L)) + np.log(np.abs(c))
-    signs = np.sign(c) * np.where((j % 2 == 1) & (L < 0), -1.0, 1.0)
-    log_terms = np.where((j > 0) & (L == 0), -np.inf, log_terms)
-    value, _ = logsumexp(log_terms, b=signs, axis=-1, return_sign=True)
+    L = np.asarray(log_ratio, dtype=np.float64)
+    groups: dict[float, dict[int, float]] = {}
+    for t, j, c in spec.terms:
+        groups.setdefault(t, {})
+        groups[t][j] = groups[t].get(j, 0.0) + c
+    logs, signs = [], []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for t, coeffs in groups.items():
+            coeffs = {j: c for j, c in coeffs.items() if c != 0}
+            if not coeffs:
+                continue
+            top = max(coeffs)
+            big = np.abs(L) > 1
+            inverse = np.where(big, 1.0 / np.where(big, L, 1.0), 0.0)
+            scaled = sum(c * inverse ** (top - j) for j, c in coeffs.items())  # P(L) / L^top
+            direct = sum(c * np.where(big, 0.0, L) ** j for j, c in coeffs.items())
+            log_poly = np.where(big, top * np.log(np.abs(L)) + np.log(np.abs(scaled)), np.log(np.abs(direct)))
+            sign = np.where(big, np.sign(scaled) * np.sign(L) ** top, np.sign(direct))
+            exponent = 0.0 if t == 0 else t * L
+            log_term = exponent + log_poly
+            if t > 0:  # e^{tL} -> 0 at L = -inf, whatever the polynomial does
+                log_term = np.where(L == -np.inf, -np.inf, log_term)
+            logs.append(log_term)
+            signs.append(sign)
+    value, _ = logsumexp(np.stack(logs, axis=-1), b=np.stack(signs, axis=-1), axis=-1, return_sign=True)
     return value
 
 
 class _ScipyBackend:
     def __init__(self, pair: ScipyPair):
         self.pair = pair
-        self._means: dict[str, float] = {}
-
-    def _log_ratio_at(self, u: np.ndarray, upper: bool, under: str = "q") -> np.ndarray:
-        """log r at the u-quantile of q (or of p), counted from the right for the upper tail;
-        NaN where x is not in q's support (no mass there under q)."""
-        q = self.pair.q
-        dist = q if under == "q" else self.pair.p
-        x = dist.isf(u) if upper else dist.ppf(u)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            log_q = q.logpdf(x)
-            log_ratio = self.pair.p.logpdf(x) - log_q
-            inside = np.isfinite(x) & (log_q > -np.inf)
-        # Inside q's support but outside p's (p = 0 < q) the log-ratio is -inf.
-        log_ratio = np.where(inside & np.isnan(log_ratio), -np.inf, log_ratio)
-        return np.where(inside, log_ratio, np.nan)
+        self._means: dict[tuple, float] = {}
 
     def _dist(self, under: str):
         return self.pair.q if under == "q" else self.pair.p
@@ -291,6 +297,20 @@ class _ScipyBackend:
         dist = self._dist(under)
         scale = float(dist.isf(0.25) - dist.ppf(0.25))
         return float(dist.median()), scale if scale > 0 else 1.0
+
+    def _inner_edges(self, under: str) -> list[float]:
+        """Finite ends of the other distribution's support strictly inside this one's: the integrand
+        jumps there (log r becomes ±inf), so quadrature must not step across them."""
+        dist, other = self._dist(under), self._dist("p" if under == "q" else "q")
+        low, high = dist.support()
+        return [float(e) for e in other.support() if math.isfinite(e) and low < e < high]
+
+    def _pieces_u(self, under: str, upper: bool) -> list[float]:
+        """[0, ..., 1/2] on the quantile scale (from the left, or from the right for the upper half),
+        split where an inner support edge falls."""
+        dist = self._dist(under)
+        cuts = [float(dist.sf(e) if upper else dist.cdf(e)) for e in self._inner_edges(under)]
+        return sorted({0.0, 0.5} | {u for u in cuts if 0.0 < u < 0.5})
 
     def _converges(self, log_abs_integrand, under: str = "q") -> bool:
         """Whether E[G(log r)] under q (or p) is finite: the tails of the integrand, tested at both ends."""
@@ -353,8 +373,10 @@ class _ScipyBackend:
         from scipy.integrate import tanhsinh
 
         dist = self._dist(under)
-        total, converged = 0.0, True
+        results = []
         for upper in (False, True):
+            pieces = self._pieces_u(under, upper)
+
             def func(u, upper=upper):
                 _, log_ratio = self._at_x(dist.isf(u) if upper else dist.ppf(u), under)
                 values = np.zeros_like(log_ratio)
@@ -365,9 +387,9 @@ class _ScipyBackend:
                     values[ok] = integrand(log_ratio[ok])
                 return np.where(np.isfinite(values), values, 0.0)
 
-            result = tanhsinh(func, 0.0, 0.5, rtol=_RTOL, atol=0.0)
-            total += float(result.integral)
-            converged &= _converged(result)
+            for a, b in zip(pieces[:-1], pieces[1:]):
+                results.append(tanhsinh(func, a, b, rtol=_RTOL, atol=0.0))
+        total, converged = _combine(results)
         if converged:
             return total
 
@@ -387,11 +409,9 @@ class _ScipyBackend:
             values[ok] = np.where(np.isfinite(v), v, 0.0)
             return values
 
-        total, converged = 0.0, True
-        for a, b in ((low, loc), (loc, high)):
-            result = tanhsinh(func_x, a, b, rtol=_RTOL, atol=0.0)
-            total += float(result.integral)
-            converged &= _converged(result)
+        edges = sorted({low, loc, high} | set(self._inner_edges(under)))
+        total, converged = _combine([tanhsinh(func_x, a, b, rtol=_RTOL, atol=0.0)
+                                     for a, b in zip(edges[:-1], edges[1:])])
         if not converged:
             raise ArithmeticError(
                 f"quadrature did not converge for {self.pair!r}: the integrand is too close to "
@@ -405,9 +425,10 @@ class _ScipyBackend:
         return -float(self.pair.p.cdf(low) + self.pair.p.sf(high))
 
     def mean(self, spec: EstimatorSpec) -> float:
-        if spec.name not in self._means:
-            self._means[spec.name] = self._mean(spec)
-        return self._means[spec.name]
+        key = (spec.name, spec.terms)  # the terms tell two λ of the control-variate family apart
+        if key not in self._means:
+            self._means[key] = self._mean(spec)
+        return self._means[key]
 
     def _mean(self, spec: EstimatorSpec) -> float:
         # Terms in r are integrated under p (E_q[r h(L)] = E_p[h(L)]), where they are tame even when
@@ -448,6 +469,15 @@ class _ScipyBackend:
         return self._integrate(lambda L: (g.function(L) - mean_g) * (h.function(L) - mean_h), log_abs)
 
 
+def _combine(results) -> tuple[float, bool]:
+    """The sum of piecewise integrals, and whether it is converged: each piece by tanh-sinh's own
+    verdict, or with an error negligible against the whole (a piece that is ~0, e.g. next to a
+    support edge, cannot reach a relative tolerance of its own)."""
+    total = sum(float(result.integral) for result in results)
+    converged = all(_converged(result) or float(result.error) <= _RTOL * abs(total) for result in results)
+    return total, converged
+
+
 def _converged(result) -> bool:
     """tanh-sinh's own verdict; an integrand that is 0 everywhere (p = q) has error 0 but no relative error."""
     return bool(np.all((result.status == 0) | ((result.integral == 0) & (result.error == 0))))
@@ -471,7 +501,7 @@ def _backend(pair):
     if isinstance(pair, CategoricalPair):
         return _CategoricalBackend(pair)
     if isinstance(pair, ScipyPair):
-        return _ScipyBackend(pair)
+        return _scipy_backend(pair)
     raise TypeError(
         "pair must be a GaussianPair, ScipyPair or CategoricalPair, got " f"{type(pair).__name__}"
     )
@@ -483,20 +513,25 @@ def _gaussian_backend(pair: GaussianPair) -> _GaussianBackend:
     return _GaussianBackend(pair)
 
 
-def _to_float(value) -> float:
-    return float(value)
+@lru_cache(maxsize=64)
+def _scipy_backend(pair: ScipyPair) -> _ScipyBackend:
+    # ScipyPair hashes by identity: asking one pair for several moments (a λ curve, its marks, λ*)
+    # integrates each quantity once.
+    return _ScipyBackend(pair)
+
+
+_to_float = float  # mpmath numbers (Gaussian back end) and numpy scalars alike
+
+
+def quadrature_kl(pair: ScipyPair) -> float:
+    """KL[q, p] of a :class:`~klviz.ScipyPair` by quadrature (the mean only: no variance integral)."""
+    return float(_scipy_backend(pair).mean(ESTIMATORS["k1"]))
 
 
 def _target(pair: Pair, spec: EstimatorSpec, backend) -> float:
     if spec.target == FORWARD:
-        return _to_float(_forward_kl(pair, backend))
-    return _to_float(pair.kl_reverse())
-
-
-def _forward_kl(pair: Pair, backend) -> float:
-    if isinstance(pair, ScipyPair):
-        return backend.mean(ESTIMATORS["k1"])
-    return pair.kl()
+        return float(backend.mean(ESTIMATORS["k1"])) if isinstance(pair, ScipyPair) else pair.kl()
+    return float(pair.kl_reverse())
 
 
 def exact_moments(pair: Pair, estimator: str) -> ExactMoments:
@@ -549,22 +584,29 @@ class _LambdaParts:
     cancels near λ* (the uncentred Var(k1) + 2λCov + λ²Var(r) loses ~1e-16/gap² relative at λ = 1)."""
 
     mean_k1: float
+    mean_r_minus_1: float  # 0 unless p has mass where q has none
     var_k1: float
     var_r: float
     lam_opt: float
     var_opt: float
+
+    def variance(self, lam: np.ndarray) -> np.ndarray:
+        if math.isinf(self.var_r) or math.isinf(self.var_k1):
+            return np.where(lam == 0, self.var_k1, np.inf)
+        return self.var_opt + self.var_r * (lam - self.lam_opt) ** 2
 
 
 def _lambda_parts(pair: Pair) -> _LambdaParts:
     backend = _backend(pair)
     k1 = ESTIMATORS["k1"]
     mean_k1 = _to_float(backend.mean(k1))
+    mean_r = _to_float(backend.mean(_R_MINUS_1))
     var_k1 = backend.cov(k1, k1)
     var_r = backend.cov(_R_MINUS_1, _R_MINUS_1)
     if math.isinf(var_k1) or math.isinf(var_r):
-        return _LambdaParts(mean_k1, _to_float(var_k1), _to_float(var_r), 0.0, _to_float(var_k1))
-    if var_r == 0:  # p = q: every member of the family is identically 0
-        return _LambdaParts(mean_k1, _to_float(var_k1), 0.0, 1.0, _to_float(var_k1))
+        return _LambdaParts(mean_k1, mean_r, _to_float(var_k1), _to_float(var_r), 0.0, _to_float(var_k1))
+    if var_r == 0:  # r is constant under q (p = q): log r is too, and every member has variance 0
+        return _LambdaParts(mean_k1, mean_r, _to_float(var_k1), 0.0, 1.0, _to_float(var_k1))
     cov = backend.cov(k1, _R_MINUS_1)
     lam_opt = -cov / var_r
     if isinstance(backend, _GaussianBackend):
@@ -572,8 +614,20 @@ def _lambda_parts(pair: Pair) -> _LambdaParts:
     else:
         spec = control_variate_spec(_to_float(lam_opt))
         var_opt = backend.cov(spec, spec)  # two-pass sum/integral of the optimal estimator itself
-    return _LambdaParts(mean_k1, _to_float(var_k1), _to_float(var_r), _to_float(lam_opt),
+    return _LambdaParts(mean_k1, mean_r, _to_float(var_k1), _to_float(var_r), _to_float(lam_opt),
                         max(_to_float(var_opt), 0.0))
+
+
+def _lambda_values(lam) -> np.ndarray:
+    lam_arr = np.asarray(lam)
+    if lam_arr.dtype == np.bool_ or not (
+        np.issubdtype(lam_arr.dtype, np.floating) or np.issubdtype(lam_arr.dtype, np.integer)
+    ):
+        raise TypeError(f"lam must be real, got dtype {lam_arr.dtype}")
+    lam_arr = lam_arr.astype(np.float64)
+    if not np.isfinite(lam_arr).all():
+        raise ValueError("lam must be finite (no NaN or ±inf)")
+    return lam_arr
 
 
 def control_variate_variance(pair: Pair, lam):
@@ -598,7 +652,7 @@ def control_variate_variance(pair: Pair, lam):
     Raises
     ------
     TypeError, ValueError
-        If ``lam`` is not real, or is NaN.
+        If ``lam`` is not real, or not finite.
 
     Examples
     --------
@@ -607,22 +661,32 @@ def control_variate_variance(pair: Pair, lam):
     >>> [round(float(x), 10) for x in v]   # Var(k1) = 1, Var(k3) = e - 2
     [1.0, 0.7182818285]
     """
-    lam_arr = np.asarray(lam)
-    if lam_arr.dtype == np.bool_ or not np.issubdtype(lam_arr.dtype, np.number):
-        raise TypeError(f"lam must be real, got dtype {lam_arr.dtype}")
-    lam_arr = lam_arr.astype(np.float64)
-    if np.isnan(lam_arr).any():
-        raise ValueError("lam must not be NaN")
-    parts = _lambda_parts(pair)
-    if math.isinf(parts.var_r) or math.isinf(parts.var_k1):
-        out = np.where(lam_arr == 0, parts.var_k1, np.inf)
-    else:
-        out = parts.var_opt + parts.var_r * (lam_arr - parts.lam_opt) ** 2
+    lam_arr = _lambda_values(lam)
+    out = _lambda_parts(pair).variance(lam_arr)
     return float(out) if out.ndim == 0 else out
 
 
 def control_variate_moments(pair: Pair, lam: float) -> ExactMoments:
-    r"""Exact mean and variance of :math:`-\log r + \lambda (r - 1)` (the mean is KL[q, p] for every λ).
+    r"""Exact mean and variance of :math:`k_\lambda = -\log r + \lambda (r - 1)` under x ~ q.
+
+    The mean is :math:`\mathrm{KL}[q,p] + \lambda\,\mathbb{E}_q[r - 1]`: KL[q, p] for every λ unless p has
+    mass where q has none (then :math:`\mathbb{E}_q[r - 1] < 0`).
+
+    Parameters
+    ----------
+    pair : GaussianPair, ScipyPair or CategoricalPair
+    lam : float
+        The coefficient λ.
+
+    Returns
+    -------
+    ExactMoments
+        Named ``k_lambda(λ)``, with KL[q, p] as its target.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``lam`` is not a finite real number.
 
     Examples
     --------
@@ -631,9 +695,13 @@ def control_variate_moments(pair: Pair, lam: float) -> ExactMoments:
     >>> round(m.mean, 12), round(m.var, 10)
     (0.5, 0.7182818285)
     """
-    spec = control_variate_spec(lam)
-    mean_k1 = _lambda_parts(pair).mean_k1
-    return ExactMoments(spec.name, mean_k1, control_variate_variance(pair, lam), mean_k1)
+    lam_arr = _lambda_values(lam)
+    if lam_arr.ndim != 0:
+        raise ValueError(f"lam must be a single number, got shape {lam_arr.shape} (see control_variate_variance)")
+    parts = _lambda_parts(pair)
+    lam = float(lam_arr)
+    mean = parts.mean_k1 + lam * parts.mean_r_minus_1
+    return ExactMoments(control_variate_spec(lam).name, mean, float(parts.variance(lam_arr)), parts.mean_k1)
 
 
 def optimal_lambda(pair: Pair) -> OptimalLambda:
@@ -663,10 +731,29 @@ def optimal_lambda(pair: Pair) -> OptimalLambda:
         return OptimalLambda(0.0, math.inf, math.inf, math.inf)
     if math.isinf(parts.var_r):
         return OptimalLambda(0.0, parts.var_k1, parts.var_k1, math.inf)
-    return OptimalLambda(parts.lam_opt, parts.var_opt, parts.var_k1, exact_moments(pair, "k3").var)
+    return OptimalLambda(parts.lam_opt, parts.var_opt, parts.var_k1, float(parts.variance(np.float64(1.0))))
 
 
 def expected_r_squared(pair: Pair) -> float:
-    r""":math:`\mathbb{E}_q[r^2] = 1 + \chi^2(p\|q)`: finite exactly when k3 has finite variance."""
+    r""":math:`\mathbb{E}_q[r^2] = \mathrm{Var}_q(r) + (\mathbb{E}_q r)^2`: finite exactly when k3 has finite variance.
+
+    When p's support lies within q's, :math:`\mathbb{E}_q r = 1` and this is :math:`1 + \chi^2(p\|q)`.
+
+    Parameters
+    ----------
+    pair : GaussianPair, ScipyPair or CategoricalPair
+
+    Returns
+    -------
+    float
+        ``math.inf`` when the integral diverges (Gaussians: :math:`\sigma_p^2 \ge 2\sigma_q^2`).
+
+    Examples
+    --------
+    >>> from klviz import GaussianPair
+    >>> round(expected_r_squared(GaussianPair(mu_p=1.0)), 12)   # e^{μ²}
+    2.718281828459
+    """
     backend = _backend(pair)
-    return 1.0 + _to_float(backend.cov(_R_MINUS_1, _R_MINUS_1))
+    mean_r = 1.0 + _to_float(backend.mean(_R_MINUS_1))
+    return _to_float(backend.cov(_R_MINUS_1, _R_MINUS_1)) + mean_r * mean_r

@@ -19,6 +19,7 @@ exact value (closed forms: bias/true of k2 is gap²/4, stdev/true of k1 is 2/gap
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,7 +158,12 @@ def seed_table(gaps=(0.1, 1.0), n: int = 10**7, rng=0, *, estimators=("k1", "k2"
     >>> abs(row.z_score) < 4
     True
     """
-    gaps = [float(g) for g in np.atleast_1d(np.asarray(gaps, dtype=np.float64))]
+    if isinstance(estimators, str):
+        estimators = (estimators,)
+    gaps_array = np.asarray(gaps, dtype=np.float64)
+    if gaps_array.ndim > 1:
+        raise ValueError(f"gaps must be a number or a flat sequence of numbers, got shape {gaps_array.shape}")
+    gaps = [float(g) for g in np.atleast_1d(gaps_array)]
     if not gaps:
         raise ValueError("gaps must contain at least one gap")
     if any(g == 0 or not math.isfinite(g) for g in gaps):
@@ -172,4 +178,5 @@ def seed_table(gaps=(0.1, 1.0), n: int = 10**7, rng=0, *, estimators=("k1", "k2"
         for name in estimators:
             rows.append(TableRow(gap, kl, exact_moments(pair, name), result[name],
                                  ARTICLE.get(gap, {}).get(name)))
-    return SeedTable(tuple(rows), n, seed if isinstance(seed, (int, type(None))) else "generator")
+    shown = int(seed) if isinstance(seed, numbers.Integral) else (None if seed is None else "generator")
+    return SeedTable(tuple(rows), n, shown)

@@ -83,8 +83,11 @@ class SimulationResult(Mapping):
 
 
 def _chunk_stats(values: np.ndarray) -> tuple[float, float]:
-    """Mean and sum of squared deviations of one chunk, two-pass (exact up to rounding)."""
+    """Mean and sum of squared deviations of one chunk, two-pass (exact up to rounding); an infinite
+    value (a divergent KL, e.g. p = 0 where q > 0) gives (±inf, inf)."""
     mean = float(np.sum(values)) / values.size
+    if not math.isfinite(mean):
+        return mean, math.inf
     dev = values - mean
     # einsum, not np.dot: BLAS would start threads of its own inside our worker threads.
     return mean, float(np.einsum("i,i->", dev, dev))
@@ -93,6 +96,9 @@ def _chunk_stats(values: np.ndarray) -> tuple[float, float]:
 def _merge(count_a, mean_a, m2_a, count_b, mean_b, m2_b):
     """Chan et al.'s pairwise update of (count, mean, M2)."""
     count = count_a + count_b
+    if not (math.isfinite(mean_a) and math.isfinite(mean_b)):
+        # inf absorbs everything finite; inf - inf (both signs) has no mean at all
+        return count, mean_a + mean_b, math.inf
     delta = mean_b - mean_a
     mean = mean_a + delta * count_b / count
     m2 = m2_a + m2_b + delta * delta * count_a * count_b / count

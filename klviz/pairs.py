@@ -225,9 +225,9 @@ class ScipyPair(Pair):
 
     def kl(self) -> float:
         r"""The exact KL[q, p] by quadrature; ``inf`` when it diverges."""
-        from klviz.exact import exact_moments
+        from klviz.exact import quadrature_kl
 
-        return exact_moments(self, "k1").mean
+        return quadrature_kl(self)
 
     def swapped(self) -> "ScipyPair":
         return ScipyPair(p=self.q, q=self.p)

@@ -385,3 +385,8 @@ def test_estimator_table():
             assert abs(from_terms - REFERENCE[name](xm)) <= MP.mpf("1e-40") * (1 + abs(from_terms)), name
     assert {spec.target for spec in ESTIMATORS.values()} == {"forward", "reverse"}
     assert ESTIMATORS["k1_reverse"].target == ESTIMATORS["k3_reverse"].target == "reverse"
+
+
+def test_k_lambda_at_zero_is_k1_beyond_exp_overflow():
+    # λ = 0 met an overflowed k3 part: 0 · inf = NaN at log r = 710 (review finding)
+    np.testing.assert_array_equal(k_lambda(np.array([710.0, 1e300]), 0.0), -np.array([710.0, 1e300]))

@@ -502,3 +502,48 @@ def test_exact_moments_result():
         m.mean = 1.0
     zero = exact_moments(GaussianPair(mu_p=0.0), "k1")
     assert zero.mean == 0.0 and zero.var == 0.0 and math.isnan(zero.relative_bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# Regressions from the code review
+# --------------------------------------------------------------------------------------------------
+
+
+def test_expected_r_squared_when_p_has_mass_outside_q():
+    # E_q[r²] = Σ_q p²/q, not 1 + Var(r), when E_q[r] < 1: p uniform on 3 tokens, q uniform on 2
+    pair = CategoricalPair(p_logits=[0.0, 0.0, 0.0], q_logits=[0.0, 0.0, -np.inf])
+    assert expected_r_squared(pair) == pytest.approx(2 * (1 / 3) ** 2 / (1 / 2), rel=1e-14)
+    scipy_pair = ScipyPair(p=stats.norm(), q=stats.uniform(-1, 2))
+    reference = mpmath.quad(lambda x: mpmath.npdf(x) ** 2 / 0.5, [-1, 1])
+    assert close(expected_r_squared(scipy_pair), reference, 1e-9)
+
+
+def test_reverse_estimators_across_a_support_edge():
+    # log r jumps to -inf at x = ±1 inside p's support; quadrature used to fail to converge there
+    pair = ScipyPair(p=stats.norm(), q=stats.uniform(-1, 2))
+    reference = mpmath.quad(lambda x: mpmath.npdf(x) * (mpmath.log(mpmath.npdf(x)) - mpmath.log(0.5)), [-1, 1])
+    assert close(exact_moments(pair, "k1_reverse").mean, reference, 1e-9)
+
+
+def test_scipy_kl_needs_only_the_mean():
+    # Var(k1) is barely integrable for q = t(4.05) against a normal; the KL itself is fine
+    pair = ScipyPair(p=stats.norm(), q=stats.t(4.05))
+    reference = mpmath.quad(lambda x: mpmath.exp(float(stats.t(4.05).logpdf(float(x))))
+                            * float(stats.t(4.05).logpdf(float(x)) - stats.norm.logpdf(float(x))),
+                            [-mpmath.inf, -20, 0, 20, mpmath.inf])
+    assert close(pair.kl(), reference, 1e-7)
+
+
+def test_k3_reverse_variance_diverges_for_a_heavier_p():
+    # the tail test's magnitude cancelled to NaN for r log r - r at huge log r
+    assert exact_moments(ScipyPair(p=stats.t(5, loc=0.5), q=stats.norm()), "k3_reverse").var == math.inf
+
+
+def test_control_variate_moments_validates_and_keeps_the_bias():
+    pair = CategoricalPair(p_logits=[0.0, 0.0, 0.0], q_logits=[0.0, 0.0, -np.inf])
+    moments = control_variate_moments(pair, 1.0)
+    assert moments.mean == pytest.approx(pair.kl() - 1 / 3, rel=1e-14)  # k3 is biased by E[r - 1] = -1/3
+    with pytest.raises(ValueError, match="lam must be finite"):
+        control_variate_variance(GaussianPair(mu_p=1.0), math.inf)
+    with pytest.raises(ValueError, match="lam must be a single number"):
+        control_variate_moments(GaussianPair(mu_p=1.0), [0.5, 1.0])

@@ -202,3 +202,10 @@ def test_cli_bad_arguments_exit_with_usage_error(argv, match, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert match in err and "usage:" in err
+
+
+def test_seed_table_takes_one_estimator_name_and_numpy_seeds():
+    table = seed_table(gaps=[1.0], n=1000, rng=np.int64(3), estimators="k3")
+    assert [row.estimator for row in table.rows] == ["k3"] and table.seed == 3
+    with pytest.raises(ValueError, match="flat sequence"):
+        seed_table(gaps=[[0.1, 1.0]], n=1000)

@@ -201,3 +201,11 @@ def test_memory_is_bounded_by_chunks_not_n():
     # 10^7 float64 log-ratios alone would be 80 MB; a few chunks of 2^16 are ~0.5 MB each
     assert peak < 30 * 2**20, f"peak traced memory {peak / 2**20:.1f} MiB"
     assert abs(result["k3"].mean - 0.005) <= 5 * result["k3"].stderr
+
+
+@pytest.mark.parametrize("chunk_size", [10, 2**16])
+def test_divergent_kl_gives_inf_for_any_chunk_size(chunk_size):
+    # p = 0 on a token q produces: k1 = inf there. A finite chunk merged with an infinite one gave NaN.
+    pair = CategoricalPair(p_logits=[-np.inf, 0.0, 0.0], q_logits=[-3.0, 0.0, 0.0])
+    result = simulate(pair, 1000, rng=0, chunk_size=chunk_size, workers=1)
+    assert result["k1"].mean == math.inf and result["k1"].std == math.inf
