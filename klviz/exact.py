@@ -333,7 +333,14 @@ class _ScipyBackend:
         the boundary itself (slope -1, e.g. Var k2 for a t with 8 dof against a normal) is decided
         right. None when the densities underflow there and the test cannot tell."""
         offsets = np.array(_TAIL_X)
-        log_density, log_ratio = self._at_x(loc + signed_scale * offsets, under)
+        x = loc + signed_scale * offsets
+        for dist in (self.pair.q, self.pair.p):
+            low, high = dist.support()
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                underflow = (x >= low) & (x <= high) & (dist.logpdf(x) == -np.inf)
+            if np.any(underflow):  # a logpdf that underflows inside its own support (e.g. laplace at 1e50)
+                return None
+        log_density, log_ratio = self._at_x(x, under)
         if np.any(np.isnan(log_ratio)):  # p's far tail lies outside q's support: no mass there
             return True
         with np.errstate(invalid="ignore"):

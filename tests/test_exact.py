@@ -547,3 +547,12 @@ def test_control_variate_moments_validates_and_keeps_the_bias():
         control_variate_variance(GaussianPair(mu_p=1.0), math.inf)
     with pytest.raises(ValueError, match="lam must be a single number"):
         control_variate_moments(GaussianPair(mu_p=1.0), [0.5, 1.0])
+
+
+def test_a_logpdf_that_underflows_in_the_far_tail_is_not_a_divergence():
+    # laplace.logpdf(1e50) is -inf (underflow) although 1e50 is inside its support; the x-scale tail test
+    # read that as log r = -inf and called KL[q,p] infinite. KL = log 2 + E|x| - ½ log 2π - ½.
+    pair = ScipyPair(p=stats.laplace(), q=stats.norm())
+    kl = math.log(2) + math.sqrt(2 / math.pi) - 0.5 * math.log(2 * math.pi) - 0.5
+    assert close(pair.kl(), kl, 1e-10)
+    assert close(exact_moments(pair, "k3").mean, kl, 1e-10)

@@ -343,11 +343,97 @@ def test_heavy_tailed_pearson_is_infinite():
     assert math.isfinite(f_divergence(ScipyPair(p=stats.norm(), q=stats.t(5)), "pearson"))
 
 
+def t3_against_cauchy(name):
+    """E_q[f(p/q)] for p = t(3), q = Cauchy, in mpmath (both even: twice the half line)."""
+    with mpmath.workdps(30):
+        c = 2 / (mpmath.sqrt(3) * mpmath.pi)  # Γ(2)/(√(3π) Γ(3/2))
+
+        def ratio(x):
+            return c * (1 + x * x / 3) ** -2 * mpmath.pi * (1 + x * x)
+
+        return float(2 * mpmath.quad(lambda x: MP_F[name](ratio(x)) / (mpmath.pi * (1 + x * x)),
+                                     [0, 1, 10, 100, mpmath.inf]))
+
+
+@pytest.mark.parametrize("name", ["kl", "half_log_sq"])
+def test_power_law_tails_are_decided_on_the_x_scale(name):
+    # Regression: against a Cauchy q, log r ~ -2 log|x|, and the old quantile-scale tail test called
+    # these (finite) divergences infinite; klviz.exact's test at |x| = 1e50, 1e100 gets them.
+    pair = ScipyPair(p=stats.t(3), q=stats.cauchy())
+    assert rel_err(f_divergence(pair, name), t3_against_cauchy(name)) < 1e-10
+
+
+def test_reverse_kl_with_a_density_vanishing_at_the_support_edge():
+    # Regression (was inf): KL[p, q] for p = U(0, 1), q = Beta(2, 2) is ∫ -log(6x(1-x)) dx = 2 - log 6.
+    pair = ScipyPair(p=stats.uniform(0, 1), q=stats.beta(2, 2))
+    assert rel_err(f_divergence(pair, "reverse_kl"), 2 - math.log(6)) < 1e-10
+
+
+def test_laplace_against_normal_closed_forms():
+    # KL[q, p] = log 2 + E|x| - ½ log 2π - ½ and χ²(q‖p) = e^{1/4}(1 + erf ½)/√π - 1 for p = Laplace,
+    # q = N(0, 1); χ²(p‖q) = ∫ p²/q diverges.
+    pair = ScipyPair(p=stats.laplace(), q=stats.norm())
+    kl = math.log(2) + math.sqrt(2 / math.pi) - 0.5 * math.log(2 * math.pi) - 0.5
+    neyman = math.exp(0.25) * (1 + math.erf(0.5)) / math.sqrt(math.pi) - 1
+    assert f_divergence(pair, "pearson") == math.inf
+    assert f_divergence(pair.swapped(), "neyman") == math.inf
+    assert rel_err(f_divergence(pair, "kl"), kl) < 1e-10
+    assert rel_err(f_divergence(pair, "neyman"), neyman) < 1e-10
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_scipy_normals_match_gaussian_pair(name):
     gaussian = GaussianPair(mu_p=0.7, sigma_p=1.2, mu_q=-0.3, sigma_q=0.9)
     scipy_pair = ScipyPair(p=stats.norm(0.7, 1.2), q=stats.norm(-0.3, 0.9))
     assert rel_err(f_divergence(scipy_pair, name), f_divergence(gaussian, name)) < 1e-9
+
+
+def chi_squared_normals(mu_p, sigma_p):
+    """χ²(p‖q) = E_q[r²] - 1 for p = N(μ, σ²), q = N(0, 1), in closed form at 40 digits from the
+    floats' exact binary values (the value's condition number near σ² = 2 is ~1e6)."""
+    with mpmath.workdps(40):
+        mu, s = mpmath.mpf(mu_p), mpmath.mpf(sigma_p)
+        return float(mpmath.exp(mu**2 / (2 - s**2)) / (s * mpmath.sqrt(2 - s**2)) - 1)
+
+
+@pytest.mark.parametrize("mu_p, sigma_p", [(0.0, 1.41), (0.0, 1.413), (0.0, 1.414), (0.3, 1.41), (0.3, 1.4125)])
+def test_scipy_chi_squared_near_its_boundary(mu_p, sigma_p):
+    # Regression: near σ_p² = 2 the p-part r·p is barely integrable on p's quantile scale. tanh-sinh's
+    # status was ignored (5e-5 relative off at σ_p = 1.41, 1% at 1.4125) and the quantile-scale tail
+    # test called the rest infinite; klviz.exact's x-scale tail test and checked quadrature get them.
+    pair = ScipyPair(p=stats.norm(mu_p, sigma_p), q=stats.norm())
+    reference = chi_squared_normals(mu_p, sigma_p)
+    assert rel_err(f_divergence(pair, "pearson"), reference) < 1e-11
+    assert rel_err(f_divergence(pair.swapped(), "neyman"), reference) < 1e-11
+
+
+def test_scipy_quadrature_never_returns_an_unconverged_value():
+    # χ² = 1.5e66 at σ_p = 1.414, μ_p = 0.3: a bump of width ~60 near x ~ 200 that the quadrature may
+    # not resolve to 1e-12; it must then say so rather than return a number.
+    pair = ScipyPair(p=stats.norm(0.3, 1.414), q=stats.norm())
+    try:
+        value = f_divergence(pair, "pearson")
+    except ArithmeticError as error:
+        assert "did not converge" in str(error)
+    else:
+        assert rel_err(value, chi_squared_normals(0.3, 1.414)) < 1e-10
+
+
+@pytest.mark.parametrize("mu_p, sigma_p", [(0.3, 1.41), (0.3, 1.414), (0.3, 1.41415), (1.0, 1.4135), (0.0, 1.41421)])
+def test_gaussian_chi_squared_right_up_to_its_boundary(mu_p, sigma_p):
+    # The bump e^{-(1 - 2tc)z²/2} of variance up to 1e4 near z ~ 1e3: tanh-sinh must converge (its
+    # status is checked) and the value keep ~1e-13, also at χ² = 1e219.
+    pair = GaussianPair(mu_p=mu_p, sigma_p=sigma_p)
+    reference = chi_squared_normals(mu_p, sigma_p)
+    assert rel_err(f_divergence(pair, "pearson"), reference) < 1e-12
+    assert rel_err(f_divergence(pair.swapped(), "neyman"), reference) < 1e-12
+
+
+def test_gaussian_chi_squared_beyond_the_float_range_is_inf():
+    # Finite but ~e^{2370} (μ_p = 0.3, σ_p = 1.4142) and ~e^{1656} (μ_p = 1, σ_p = 1.414): inf, no error.
+    assert f_divergence(GaussianPair(mu_p=0.3, sigma_p=1.4142), "pearson") == math.inf
+    assert f_divergence(GaussianPair(mu_p=1.0, sigma_p=1.414), "pearson") == math.inf
+    assert f_divergence(GaussianPair(mu_p=1.0, sigma_p=1.414).swapped(), "neyman") == math.inf
 
 
 def test_uniforms_with_different_supports():
@@ -374,16 +460,16 @@ def test_uniforms_with_different_supports():
 # Categorical pairs: exact sums against brute force
 # --------------------------------------------------------------------------------------------------
 
-def brute_force(name, pair):
-    """Σ q f(p/q) in mpmath from the pair's (float) log-probabilities, with Csiszár's conventions:
-    0·f(p/0) = p lim f(u)/u and f(0) = lim f(u)."""
+def brute_force(name, p_logits, q_logits):
+    """Σ q f(p/q) in mpmath, softmax taken from the logits at 40 digits (not from the pair's rounded
+    log-probabilities), with Csiszár's conventions: 0·f(p/0) = p lim f(u)/u and f(0) = lim f(u)."""
     limit_f_over_u = {"kl": 0, "reverse_kl": mpmath.inf, "half_log_sq": 0, "pearson": mpmath.inf, "neyman": 1,
                       "hellinger": 1, "jensen_shannon": mpmath.log(2) / 2, "total_variation": mpmath.mpf(1) / 2}
     f_at_zero = {"kl": mpmath.inf, "reverse_kl": 0, "half_log_sq": mpmath.inf, "pearson": 1, "neyman": mpmath.inf,
                  "hellinger": 1, "jensen_shannon": mpmath.log(2) / 2, "total_variation": mpmath.mpf(1) / 2}
     with mpmath.workdps(40):
-        p = [mpmath.exp(mpmath.mpf(x)) for x in pair.log_p]
-        q = [mpmath.exp(mpmath.mpf(x)) for x in pair.log_q]
+        p = [mpmath.exp(mpmath.mpf(x)) for x in p_logits]
+        q = [mpmath.exp(mpmath.mpf(x)) for x in q_logits]
         p, q = [x / mpmath.fsum(p) for x in p], [x / mpmath.fsum(q) for x in q]
         total = mpmath.mpf(0)
         for pi, qi in zip(p, q):
@@ -399,20 +485,30 @@ def brute_force(name, pair):
 @pytest.mark.parametrize("name", NAMES)
 def test_categorical_against_brute_force(name):
     cases = [
-        ([0.1, -0.4, 2.0, 0.3], [0.0, 0.2, 1.5, -0.1], 1e-12),
-        # r within 1e-7 of 1: the float log-probabilities fix log r only to ~1e-16/1e-7 = 1e-9 relative.
-        ([0.0, 1e-7, -1e-7], [0.0, 0.0, 0.0], 1e-8),
-        ([0.0, -np.inf, 1.0], [0.5, 0.0, 1.0], 1e-12),  # p = 0 where q > 0
-        ([0.0, 2.0, 1.0], [0.5, -np.inf, 1.0], 1e-12),  # q = 0 where p > 0
+        ([0.1, -0.4, 2.0, 0.3], [0.0, 0.2, 1.5, -0.1]),
+        ([0.0, 1e-7, -1e-7], [0.0, 0.0, 0.0]),  # r within 1e-7 of 1
+        ([0.0, -np.inf, 1.0], [0.5, 0.0, 1.0]),  # p = 0 where q > 0
+        ([0.0, 2.0, 1.0], [0.5, -np.inf, 1.0]),  # q = 0 where p > 0
     ]
-    for p_logits, q_logits, rtol in cases:
-        pair = CategoricalPair(p_logits, q_logits)
-        value = f_divergence(pair, name)
-        reference = brute_force(name, pair)
+    for p_logits, q_logits in cases:
+        value = f_divergence(CategoricalPair(p_logits, q_logits), name)
+        reference = brute_force(name, p_logits, q_logits)
         if math.isinf(reference):
             assert value == math.inf
         else:
-            assert rel_err(value, reference) < rtol, (p_logits, q_logits)
+            assert rel_err(value, reference) < 1e-12, (p_logits, q_logits)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("gap", [1e-6, 1e-8, 1e-10])
+def test_categorical_keeps_full_precision_as_p_approaches_q(name, gap):
+    # Regression: log p - log q of the rounded log-probabilities is off by ~1e-16/gap relative (5e-9
+    # for KL at gap 1e-8); the pair's own log r, built from logit differences, is not.
+    p_logits, q_logits = [gap, 0.3 - 2 * gap, -1.2 + gap, 0.5], [0.0, 0.3, -1.2, 0.5]
+    pair = CategoricalPair(p_logits, q_logits)
+    assert rel_err(f_divergence(pair, name), brute_force(name, p_logits, q_logits)) < 1e-12
+    if name == "kl":
+        assert rel_err(f_divergence(pair, name), pair.kl()) < 1e-13
 
 
 def test_categorical_half_log_squared_is_the_mean_of_k2():
@@ -467,8 +563,33 @@ def test_f_divergence_rejects_bad_arguments():
 @pytest.mark.parametrize("name", SMOOTH)
 def test_taylor_approximation_formula(name):
     pair = GaussianPair(mu_p=0.3, sigma_p=1.1)
-    expected = 0.5 * CURVATURE[name] * (expected_r_squared(pair) - 1)
-    assert taylor_approximation(pair, name) == pytest.approx(expected, rel=1e-15)
+    expected = 0.5 * CURVATURE[name] * chi_squared_normals(0.3, 1.1)
+    assert rel_err(taylor_approximation(pair, name), expected) < 1e-12
+
+
+def test_taylor_approximation_at_tiny_gaps():
+    # χ² = e^{μ²} - 1 = 1e-12 at μ = 1e-6, with full relative precision.
+    pair = GaussianPair(mu_p=1e-6)
+    assert rel_err(taylor_approximation(pair, "kl"), 0.5 * math.expm1(1e-12)) < 1e-10
+
+
+def test_taylor_approximation_of_a_categorical_pair():
+    # Σ_q (r - 1)² by hand, also when p = 0 on a token q can produce (E_q[r] = 1 still holds).
+    for p_logits, q_logits in (([0.1, -0.4, 2.0], [0.0, 0.2, 1.5]), ([0.0, -np.inf, 1.0], [0.5, 0.0, 1.0])):
+        p, q = np.exp(p_logits) / np.sum(np.exp(p_logits)), np.exp(q_logits) / np.sum(np.exp(q_logits))
+        chi_squared = math.fsum(q * (p / q - 1) ** 2)
+        pair = CategoricalPair(p_logits, q_logits)
+        assert rel_err(taylor_approximation(pair, "hellinger"), 0.25 * chi_squared) < 1e-12
+
+
+@pytest.mark.parametrize("pair", [CategoricalPair([0.0, 1.0, 0.5], [0.0, 0.3, -np.inf]),
+                                  ScipyPair(p=stats.uniform(0, 2), q=stats.uniform(0, 1))], ids=repr)
+def test_taylor_approximation_when_p_has_mass_outside_q_support(pair):
+    # Regression: E_q[r²] - 1 is not χ² when E_q[r] < 1 (it was negative here, -0.47 for the categorical
+    # pair). χ²(p‖q) is infinite in Csiszár's convention, and so is the approximation.
+    assert f_divergence(pair, "pearson") == math.inf
+    assert taylor_approximation(pair, "kl") == math.inf
+    assert taylor_approximation(pair, "pearson") == math.inf
 
 
 def test_taylor_approximation_of_pearson_is_exact():
