@@ -201,12 +201,24 @@ class _GaussianBackend:
 class _CategoricalBackend:
     def __init__(self, pair: CategoricalPair):
         self.log_ratio = pair.support_log_ratio
-        self.q = pair.support_q
+        self.log_q = pair.log_q[pair.log_q > -np.inf]
+        self.q = np.exp(self.log_q)
         # E_q[r - 1] = (mass of p on q's support) - 1 = -(mass of p where q = 0), exactly.
         self.mean_r_minus_1 = -float(np.sum(np.exp(pair.log_p[pair.log_q == -np.inf])))
 
     def values(self, spec: EstimatorSpec) -> np.ndarray:
-        return np.asarray(spec.function(self.log_ratio), dtype=np.float64)
+        with np.errstate(over="ignore"):
+            return np.asarray(spec.function(self.log_ratio), dtype=np.float64)
+
+    def _weighted_sum(self, values: np.ndarray, log_abs: np.ndarray) -> float:
+        """Σ q·v, with q·v = ±exp(log q + log|v|) where q underflows or v overflows (a token with
+        q = 1e-350 and r = 1e349 contributes q·r = p, not 0 · inf)."""
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            terms = self.q * values
+            bad = ~np.isfinite(terms) | ((self.q == 0) & (values != 0))
+            if np.any(bad):
+                terms[bad] = np.sign(values[bad]) * np.exp(self.log_q[bad] + log_abs[bad])
+        return float(np.sum(terms))
 
     def mean(self, spec: EstimatorSpec) -> float:
         # k1 = k3 - (r - 1) and r log r = k3_reverse + (r - 1): summing the non-negative k3 forms avoids
@@ -217,17 +229,19 @@ class _CategoricalBackend:
             return self.mean(ESTIMATORS["k3_reverse"]) + self.mean_r_minus_1
         if spec is _R_MINUS_1:
             return self.mean_r_minus_1
-        values = self.values(spec)
-        if np.any(np.isinf(values)):
-            return math.inf
-        return float(np.sum(self.q * values))
+        # p = 0 where q > 0 gives log r = -inf: an infinite k1/k3 term (a true infinity) but r log r = 0.
+        return self._weighted_sum(self.values(spec), _log_abs(spec, self.log_ratio))
 
     def cov(self, g: EstimatorSpec, h: EstimatorSpec) -> float:
-        dg = self.values(g) - self.mean(g)
-        dh = dg if h is g else self.values(h) - self.mean(h)
-        if not (np.all(np.isfinite(dg)) and np.all(np.isfinite(dh))):
+        mean_g, mean_h = self.mean(g), self.mean(h)
+        if not (math.isfinite(mean_g) and math.isfinite(mean_h)):
             return math.inf
-        return float(np.sum(self.q * dg * dh))
+        with np.errstate(over="ignore", invalid="ignore"):
+            dg = self.values(g) - mean_g
+            dh = dg if h is g else self.values(h) - mean_h
+            product = dg * dh
+        log_abs = _log_abs_centred(g, self.log_ratio, mean_g) + _log_abs_centred(h, self.log_ratio, mean_h)
+        return self._weighted_sum(product, log_abs)
 
 
 # --------------------------------------------------------------------------------------------------

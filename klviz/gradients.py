@@ -44,7 +44,9 @@ pitfalls in KL divergence gradient estimation for RL", arXiv:2506.09477 (2025).
 
 Everything is numpy, in log space: where a direct product such as :math:`q\cdot r` or :math:`\rho\cdot r`
 would overflow, it is formed as the exponential of a sum of logs (:math:`q\,r = p`), so tokens with tiny q
-never produce inf·0.
+never produce inf·0. The policy and the reference are held as a :class:`klviz.CategoricalPair`, whose
+per-token log-ratios come from the logit differences (full precision also when q ≈ p) and whose KLs are
+sums of non-negative terms :math:`q\,k_3(\log r)`, so nothing cancels when the policies are close.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
 
 from klviz import _checks
-from klviz.estimators import k3 as _k3
+from klviz._sampling import sample_categorical
+from klviz.estimators import k2 as _k2
+from klviz.pairs import CategoricalPair, log_softmax, weighted_k3
 
 __all__ = [
     "GradientUse",
@@ -133,22 +136,30 @@ FOLLOWED: dict[tuple[str, tuple[bool, bool]], str] = {
 # validation
 
 
-def _log_probs(logits, name: str) -> np.ndarray:
-    """Stable log-softmax of a finite 1-D real array, or a TypeError/ValueError naming ``name``."""
+def _finite_logits(logits, name: str) -> np.ndarray:
+    """A finite 1-D float64 array of logits, or a TypeError/ValueError naming ``name``."""
     # A differentiable policy needs every token in its support, and the reference must cover the
     # policy's support for KL(q||p) to be finite: no -inf logits here.
-    arr = _checks.logits(logits, name, zero_probability=False)
-    return arr - logsumexp(arr)
+    return _checks.logits(logits, name, zero_probability=False)
 
 
-def _pair(logits, ref_logits) -> tuple[np.ndarray, np.ndarray]:
-    log_q = _log_probs(logits, "logits")
-    log_p = _log_probs(ref_logits, "ref_logits")
-    if log_p.shape != log_q.shape:
+def _log_probs(logits, name: str) -> np.ndarray:
+    """Stable log-softmax of finite 1-D logits (validated as in :func:`_finite_logits`)."""
+    return log_softmax(_finite_logits(logits, name))
+
+
+def _pair(logits, ref_logits) -> CategoricalPair:
+    """q = softmax(logits) and p = softmax(ref_logits) as a CategoricalPair, after this module's checks.
+
+    Its ``log_ratio_table`` is log r = log p - log q to full precision also when q ≈ p.
+    """
+    q_logits = _finite_logits(logits, "logits")
+    p_logits = _finite_logits(ref_logits, "ref_logits")
+    if p_logits.shape != q_logits.shape:
         raise ValueError(
-            f"logits and ref_logits must have the same length, got {log_q.size} and {log_p.size}"
+            f"logits and ref_logits must have the same length, got {q_logits.size} and {p_logits.size}"
         )
-    return log_q, log_p
+    return CategoricalPair(p_logits=p_logits, q_logits=q_logits)
 
 
 def _estimator(estimator) -> str:
@@ -197,6 +208,10 @@ def _positive_int(value, name: str) -> int:
 def kl_qp(logits, ref_logits) -> float:
     r"""The exact reverse (mode-seeking) divergence :math:`\mathrm{KL}(q_\theta\|p) = \sum_x q(\log q - \log p)`.
 
+    Summed as :math:`\sum_x q\,k_3(\log r)` (:meth:`klviz.CategoricalPair.kl`): non-negative terms, with
+    log r from the logit differences, so the relative precision is ~1e-16 also when q ≈ p (the plain
+    sum of :math:`q(\log q - \log p)` cancels: its error is ~1e-16·|log q| on a KL of order δ²).
+
     Parameters
     ----------
     logits : array_like, shape (V,)
@@ -220,22 +235,21 @@ def kl_qp(logits, ref_logits) -> float:
     >>> round(kl_qp([0.0, 0.0], [0.0, 1.0]), 6)
     0.120115
     """
-    log_q, log_p = _pair(logits, ref_logits)
-    return float(np.sum(np.exp(log_q) * (log_q - log_p)))
+    return _pair(logits, ref_logits).kl()
 
 
 def kl_pq(logits, ref_logits) -> float:
     r"""The exact forward (mass-covering) divergence :math:`\mathrm{KL}(p\|q_\theta) = \sum_x p(\log p - \log q)`.
 
-    Parameters and errors as in :func:`kl_qp`.
+    Summed as :math:`\sum_x p\,k_3(\log q - \log p)` (:meth:`klviz.CategoricalPair.kl_reverse`), to full
+    relative precision. Parameters and errors as in :func:`kl_qp`.
 
     Examples
     --------
     >>> round(kl_pq([0.0, 0.0], [0.0, 1.0]), 6)
     0.110944
     """
-    log_q, log_p = _pair(logits, ref_logits)
-    return float(np.sum(np.exp(log_p) * (log_p - log_q)))
+    return _pair(logits, ref_logits).kl_reverse()
 
 
 def kl_qp_gradient(logits, ref_logits) -> np.ndarray:
@@ -256,10 +270,11 @@ def kl_qp_gradient(logits, ref_logits) -> np.ndarray:
     >>> kl_qp_gradient([0.0, 0.0], [0.0, 0.0])
     array([0., 0.])
     """
-    log_q, log_p = _pair(logits, ref_logits)
-    q = np.exp(log_q)
-    minus_log_ratio = log_q - log_p
-    return q * (minus_log_ratio - np.sum(q * minus_log_ratio))
+    pair = _pair(logits, ref_logits)
+    q = np.exp(pair.log_q)
+    log_ratio = pair.log_ratio_table
+    # Centring by the plain mean (not by kl()) cancels any constant offset in the log-ratios exactly.
+    return q * (np.sum(q * log_ratio) - log_ratio)
 
 
 def kl_pq_gradient(logits, ref_logits) -> np.ndarray:
@@ -272,13 +287,20 @@ def kl_pq_gradient(logits, ref_logits) -> np.ndarray:
     >>> kl_pq_gradient([0.0, 0.0], [0.0, 0.0])
     array([0., 0.])
     """
-    log_q, log_p = _pair(logits, ref_logits)
-    return np.exp(log_q) - np.exp(log_p)
+    pair = _pair(logits, ref_logits)
+    return np.exp(pair.log_q) - np.exp(pair.log_p)
 
 
-def _expected_k2(log_q: np.ndarray, log_p: np.ndarray) -> float:
-    log_ratio = log_p - log_q
-    return float(np.sum(np.exp(log_q) * 0.5 * log_ratio * log_ratio))
+def _zero_objective(logits, ref_logits) -> float:
+    """The pathwise part of k1 (k1' is constant, E_q[g] = 0): 0 for any valid pair."""
+    _pair(logits, ref_logits)
+    return 0.0
+
+
+def _expected_k2(logits, ref_logits) -> float:
+    r""":math:`\mathbb{E}_q[k_2] = \sum_x q\,\tfrac12 (\log r)^2`: non-negative terms, log r from the pair."""
+    pair = _pair(logits, ref_logits)
+    return float(np.sum(np.exp(pair.log_q) * _k2(pair.log_ratio_table)))
 
 
 def followed_objective(logits, ref_logits, estimator: str, use) -> float:
@@ -314,16 +336,20 @@ def followed_objective(logits, ref_logits, estimator: str, use) -> float:
     """
     estimator = _estimator(estimator)
     use = _use(use)
-    log_q, log_p = _pair(logits, ref_logits)
-    qp = float(np.sum(np.exp(log_q) * (log_q - log_p)))
-    pq = float(np.sum(np.exp(log_p) * (log_p - log_q)))
-    expected = {"k1": qp, "k2": _expected_k2(log_q, log_p), "k3": qp}[estimator]
-    pathwise = {"k1": 0.0, "k2": qp, "k3": pq}[estimator]
-    return (expected - pathwise if use.score else 0.0) + (pathwise if use.pathwise else 0.0)
+    mean = {"k1": kl_qp, "k2": _expected_k2, "k3": kl_qp}[estimator]  # E_q[k]: ∇ = score + pathwise
+    pathwise = {"k1": _zero_objective, "k2": kl_qp, "k3": kl_pq}[estimator]  # ∇ = E_q[∇_θ k]
+    if use.score and use.pathwise:
+        return mean(logits, ref_logits)
+    if use.pathwise:
+        return pathwise(logits, ref_logits)
+    return mean(logits, ref_logits) - pathwise(logits, ref_logits)
 
 
 # --------------------------------------------------------------------------------------------------
 # per-token coefficients
+
+
+_weighted_k3 = weighted_k3  # w·k3(L) without 0·inf where w underflows and e^L overflows
 
 
 def _weighted_coefficient(log_weight: np.ndarray, log_ratio: np.ndarray, estimator: str,
@@ -341,27 +367,23 @@ def _weighted_coefficient(log_weight: np.ndarray, log_ratio: np.ndarray, estimat
     # k3 = e^L - 1 - L, k3' = e^L - 1; with both terms the e^L parts cancel exactly: k3 - k3' = -L.
     if score and pathwise:
         return -weight * log_ratio
-    with np.errstate(over="ignore", invalid="ignore"):
-        if score:
-            value = weight * _k3(log_ratio)
-        else:
-            value = -weight * np.expm1(log_ratio)
+    if score:
+        return _weighted_k3(log_weight, log_ratio)
+    with np.errstate(over="ignore", invalid="ignore"):  # 0·inf where w underflows: replaced below
+        value = -weight * np.expm1(log_ratio)
     bad = ~np.isfinite(value)
     if bad.any():
-        weight_r = np.exp(log_weight[bad] + log_ratio[bad])  # w·r without forming r
-        if score:
-            value[bad] = weight_r - weight[bad] - weight[bad] * log_ratio[bad]
-        else:
-            value[bad] = weight[bad] - weight_r
+        value[bad] = weight[bad] - np.exp(log_weight[bad] + log_ratio[bad])  # w - w·r without forming r
     return value
 
 
 def _prepare(logits, ref_logits, estimator, use, behaviour_logits):
+    """Validated (estimator, use, log q, log r, log μ), with log r = log p - log q to full precision."""
     estimator = _estimator(estimator)
     use = _use(use)
-    log_q, log_p = _pair(logits, ref_logits)
-    log_mu = _behaviour(use, log_q, behaviour_logits)
-    return estimator, use, log_q, log_p, log_mu
+    pair = _pair(logits, ref_logits)
+    log_mu = _behaviour(use, pair.log_q, behaviour_logits)
+    return estimator, use, pair.log_q, pair.log_ratio_table, log_mu
 
 
 def _mean_gradient(q: np.ndarray, weighted: np.ndarray) -> np.ndarray:
@@ -414,8 +436,8 @@ def expected_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
     >>> expected_gradient([0.0, 0.0], [0.0, np.log(3.0)], "k3", "loss")
     array([ 0.25, -0.25])
     """
-    estimator, use, log_q, log_p, _ = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
-    weighted = _weighted_coefficient(log_q, log_p - log_q, estimator, use.score, use.pathwise)
+    estimator, use, log_q, log_ratio, _ = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
+    weighted = _weighted_coefficient(log_q, log_ratio, estimator, use.score, use.pathwise)
     return _mean_gradient(np.exp(log_q), weighted)
 
 
@@ -455,7 +477,7 @@ def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
     >>> bool(np.allclose(a, b))
     True
     """
-    estimator, use, log_q, log_p, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
+    estimator, use, log_q, log_ratio, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
     tokens = np.asarray(tokens)
     if tokens.dtype == np.bool_ or not np.issubdtype(tokens.dtype, np.integer):
         raise TypeError(f"tokens must be integer token indices, got dtype {tokens.dtype}")
@@ -463,7 +485,7 @@ def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
         raise ValueError(f"tokens must be one-dimensional, got shape {tokens.shape}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= log_q.size):
         raise ValueError(f"tokens must be indices in [0, {log_q.size}), got values outside")
-    coefficient = _weighted_coefficient(log_q - log_mu, log_p - log_q, estimator, use.score, use.pathwise)
+    coefficient = _weighted_coefficient(log_q - log_mu, log_ratio, estimator, use.score, use.pathwise)
     c = coefficient[tokens]
     gradients = -np.outer(c, np.exp(log_q))
     gradients[np.arange(tokens.size), tokens] += c
@@ -531,9 +553,9 @@ def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logit
     >>> m.signal, m.trace_covariance
     (0.0, 0.5)
     """
-    estimator, use, log_q, log_p, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
+    estimator, use, log_q, log_ratio, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
     q = np.exp(log_q)
-    weighted = _weighted_coefficient(log_q, log_p - log_q, estimator, use.score, use.pathwise)
+    weighted = _weighted_coefficient(log_q, log_ratio, estimator, use.score, use.pathwise)
     mean = _mean_gradient(q, weighted)
     with np.errstate(over="ignore"):
         # m²/μ = exp(2 log|m| - log μ): finite unless the variance itself overflows.
@@ -618,18 +640,16 @@ def monte_carlo_gradient(logits, ref_logits, estimator: str, use, n: int, *, beh
     >>> bool(np.all(np.abs(mc.z_scores(kl_pq_gradient(theta, ref))) < 5))
     True
     """
-    from klviz.pairs import CategoricalPair
-
     n = _positive_int(n, "n")
     if n < 2:
         raise ValueError(f"n must be at least 2 for a standard error, got {n}")
-    estimator, use, log_q, log_p, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
+    estimator, use, log_q, log_ratio, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
     rng = np.random.default_rng(rng)
-    tokens = CategoricalPair(p_logits=log_p, q_logits=log_mu).sample(n, rng)
+    tokens = sample_categorical(np.exp(log_mu), n, rng)
     counts = np.bincount(tokens, minlength=log_q.size).astype(np.float64)
     freq = counts / n
     q = np.exp(log_q)
-    c = _weighted_coefficient(log_q - log_mu, log_p - log_q, estimator, use.score, use.pathwise)
+    c = _weighted_coefficient(log_q - log_mu, log_ratio, estimator, use.score, use.pathwise)
     mean = _mean_gradient(q, freq * c)
     # Per logit j: G_j(x) = c_x (δ_xj - q_j); its sample second moment from the counts.
     c2 = freq * c * c
@@ -696,6 +716,10 @@ def discretised_gaussian_logits(mean, log_scale, vocab_size: int) -> np.ndarray:
 def gaussian_policy_kls(ref_logits, means, log_scales) -> tuple[np.ndarray, np.ndarray]:
     r"""KL(q‖p) and KL(p‖q) on a grid of discretised-Gaussian policies q, for contour plots and optima.
 
+    Vectorised over the grid, each summed as :math:`\sum_x q\,k_3(\log r)` and :math:`\sum_x p\,k_3(-\log r)`
+    (non-negative terms, as in :func:`kl_qp`; log r here is the difference of the two log-softmaxes, so
+    the relative error is ~1e-16·|log q|/√KL rather than :func:`kl_qp`'s 1e-16).
+
     Parameters
     ----------
     ref_logits : array_like, shape (V,)
@@ -720,10 +744,11 @@ def gaussian_policy_kls(ref_logits, means, log_scales) -> tuple[np.ndarray, np.n
     True
     """
     log_p = _log_probs(ref_logits, "ref_logits")
-    logits = discretised_gaussian_logits(means, log_scales, log_p.size)
-    log_q = logits - logsumexp(logits, axis=-1, keepdims=True)
-    qp = np.sum(np.exp(log_q) * (log_q - log_p), axis=-1)
-    pq = np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
+    log_q = log_softmax(discretised_gaussian_logits(means, log_scales, log_p.size), axis=-1)
+    log_ratio = log_p - log_q
+    # Σ q k3(log r) = Σ q (log q - log p) since Σ q (r - 1) = 0: non-negative terms, nothing cancels.
+    qp = np.sum(_weighted_k3(log_q, log_ratio), axis=-1)
+    pq = np.sum(_weighted_k3(log_p, -log_ratio), axis=-1)
     return qp, pq
 
 
@@ -836,16 +861,13 @@ def fit_gaussian_policy(ref_logits, estimator: str, use, *, init=(0.0, 0.0), ste
     taken = 0
     for t in range(steps):
         mean, log_scale = phi
-        logits = discretised_gaussian_logits(mean, log_scale, log_p.size)
-        log_q = logits - logsumexp(logits)
+        log_q = log_softmax(discretised_gaussian_logits(mean, log_scale, log_p.size))
         q = np.exp(log_q)
         if batch_size is None:
             weighted = _weighted_coefficient(log_q, log_p - log_q, estimator, use.score, use.pathwise)
         else:
             # On-policy draws; c_x times the token frequencies is the batch average of c(x)(e_x - q).
-            cdf = np.cumsum(q)
-            drawn = np.minimum(np.searchsorted(cdf, rng.random(batch_size) * cdf[-1], side="right"),
-                               log_p.size - 1)
+            drawn = sample_categorical(q, batch_size, rng)
             freq = np.bincount(drawn, minlength=log_p.size) / batch_size
             c = _weighted_coefficient(np.zeros_like(log_q), log_p - log_q, estimator, use.score,
                                       use.pathwise)

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from klviz import _checks
+from klviz._sampling import sample_categorical
 from klviz.estimators import k3 as _k3
 
 __all__ = ["Pair", "GaussianPair", "ScipyPair", "CategoricalPair", "log_softmax"]
@@ -256,6 +257,22 @@ def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted - logsumexp(shifted, axis=axis, keepdims=True)
 
 
+def weighted_k3(log_weight: np.ndarray, log_ratio: np.ndarray) -> np.ndarray:
+    r""":math:`w\,k_3(\log r)` with :math:`w = e^{\log w}`, also where w underflows and r overflows.
+
+    There :math:`w k_3 = w r - w - w \log r` is taken as :math:`e^{\log w + \log r} - e^{\log w}(1 + \log r)`,
+    instead of 0 · inf = NaN (a token with q = 1e-350 and p = 1/3 has q r = p)."""
+    log_weight, log_ratio = np.broadcast_arrays(np.asarray(log_weight, dtype=np.float64),
+                                                np.asarray(log_ratio, dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        terms = np.exp(log_weight) * _k3(log_ratio)
+        bad = ~np.isfinite(terms)
+        if np.any(bad):
+            lw, lr = log_weight[bad], log_ratio[bad]
+            terms[bad] = np.exp(lw + lr) - np.exp(lw) * (1.0 + lr)
+    return terms
+
+
 def _log_softmax(logits, name: str) -> np.ndarray:
     log_probs = log_softmax(_checks.logits(logits, name, zero_probability=True))
     log_probs.flags.writeable = False
@@ -370,11 +387,7 @@ class CategoricalPair(Pair):
     def sample(self, n: int, rng=None) -> np.ndarray:
         """n token indices drawn from q (inverse CDF: one uniform and one binary search each)."""
         n = _sample_size(n)
-        rng = np.random.default_rng(rng)
-        cdf = np.cumsum(np.exp(self.log_q))
-        # side="right" never lands on a zero-width (probability 0) token.
-        tokens = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
-        return np.minimum(tokens, self.vocab_size - 1)
+        return sample_categorical(np.exp(self.log_q), n, np.random.default_rng(rng))
 
     def log_ratio(self, x) -> np.ndarray:
         """log p - log q at token indices ``x``."""
@@ -396,7 +409,7 @@ class CategoricalPair(Pair):
         if np.any(log_ratio == -np.inf):
             return math.inf
         mass_outside = float(np.sum(np.exp(self.log_p[self.log_q == -np.inf])))
-        return float(np.sum(self.support_q * _k3(log_ratio))) + mass_outside
+        return float(np.sum(weighted_k3(self.log_q[self.log_q > -np.inf], log_ratio))) + mass_outside
 
     def swapped(self) -> "CategoricalPair":
         return CategoricalPair(p_logits=self.q_logits, q_logits=self.p_logits)

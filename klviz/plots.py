@@ -70,7 +70,7 @@ def histogram_estimators(values: dict, *, ax=None, bins=100, range=None, true_kl
     bins : int or array_like
         Passed to ``numpy.histogram``; one shared set of edges is used for all estimators.
     range : (float, float), optional
-        The histogram range; default: the 0.5 and 99.5 percentiles of all values.
+        The histogram range; default: the 0.5 and 99.5 percentiles of all finite values.
     true_kl : float, optional
         Marked as a dashed black line.
     show_means : bool
@@ -83,6 +83,12 @@ def histogram_estimators(values: dict, *, ax=None, bins=100, range=None, true_kl
     -------
     matplotlib Axes
 
+    Raises
+    ------
+    ValueError
+        If ``values`` is empty, names an estimator outside the palette, holds an empty array, or (with
+        the default range) has no finite value; checked before anything is drawn.
+
     Examples
     --------
     >>> import matplotlib
@@ -92,23 +98,31 @@ def histogram_estimators(values: dict, *, ax=None, bins=100, range=None, true_kl
     >>> [p.get_label() for p in ax.patches]
     ['k1']
     """
-    ax = _axes(ax)
     if not values:
         raise ValueError("values must contain at least one estimator")
+    # Everything is checked before the first artist is drawn: a bad name must not leave half a figure.
+    colors = {name: estimator_color(name) for name in values}
+    samples = {name: np.asarray(sample, dtype=np.float64).ravel() for name, sample in values.items()}
+    for name, sample in samples.items():
+        if sample.size == 0:
+            raise ValueError(f"values[{name!r}] must not be empty")
     if range is None:
-        everything = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in values.values()])
+        everything = np.concatenate(list(samples.values()))
         everything = everything[np.isfinite(everything)]
+        if everything.size == 0:
+            raise ValueError("values must contain some finite numbers to choose a default range; "
+                             "all are NaN or ±inf (pass range=(low, high) to draw them anyway)")
         range = tuple(np.percentile(everything, [0.5, 99.5]))
     edges = np.histogram_bin_edges([], bins=bins, range=range)
+    ax = _axes(ax)
     kwargs.setdefault("linewidth", 1.8)
-    for name, sample in values.items():
-        sample = np.asarray(sample, dtype=np.float64)
+    for name, sample in samples.items():
         counts, _ = np.histogram(sample, bins=edges)
         if density:
             counts = counts / (sample.size * np.diff(edges))
-        ax.stairs(counts, edges, color=estimator_color(name), label=name, **kwargs)
+        ax.stairs(counts, edges, color=colors[name], label=name, **kwargs)
         if show_means:
-            ax.axvline(sample.mean(), color=estimator_color(name), linestyle=":", linewidth=1.5)
+            ax.axvline(sample.mean(), color=colors[name], linestyle=":", linewidth=1.5)
     if true_kl is not None:
         mark_value(true_kl, ax=ax, label=f"true KL = {true_kl:.4g}")
     ax.set_xlabel("per-sample estimate")
@@ -132,7 +146,9 @@ def control_variate_curve(pair, lam=None, *, ax=None, mark_optimal: bool = True,
 
     a parabola with its minimum at :math:`\lambda^* = \mathrm{Cov}(\log r, r)/\mathrm{Var}(r)`
     (:func:`klviz.optimal_lambda`). λ = 0 is k1 and λ = 1 is k3; each is marked with a dot in its
-    palette colour, λ* with a dotted vertical line. Values come from :func:`klviz.control_variate_variance`.
+    palette colour, λ* with a dotted vertical line. The curve comes from one call of
+    :func:`klviz.control_variate_variance`; the marks from one call of :func:`klviz.optimal_lambda`, which
+    also returns Var(k1) and Var(k3).
 
     Parameters
     ----------
@@ -152,7 +168,7 @@ def control_variate_curve(pair, lam=None, *, ax=None, mark_optimal: bool = True,
     Raises
     ------
     ValueError
-        If ``lam`` is not one-dimensional with at least two points.
+        If ``lam`` is not one-dimensional with at least two points, or not finite.
 
     Examples
     --------
@@ -167,29 +183,32 @@ def control_variate_curve(pair, lam=None, *, ax=None, mark_optimal: bool = True,
     """
     from klviz.exact import control_variate_variance, optimal_lambda
 
-    ax = _axes(ax)
     lam = np.linspace(-0.5, 2.0, 401) if lam is None else np.asarray(lam, dtype=np.float64)
     if lam.ndim != 1 or lam.size < 2:
         raise ValueError(f"lam must be a one-dimensional grid of at least two values, got shape {lam.shape}")
+    if not np.isfinite(lam).all():
+        raise ValueError("lam must be finite (no NaN or ±inf)")
+    ax = _axes(ax)
     kwargs.setdefault("color", PALETTE["k_lambda"])
     kwargs.setdefault("linewidth", 2.0)
     kwargs.setdefault("label", r"exact Var$(k_\lambda)$")
     ax.plot(lam, control_variate_variance(pair, lam), **kwargs)
-    for show, value, name in ((mark_k1, 0.0, "k1"), (mark_k3, 1.0, "k3")):
-        if show:
-            ax.plot([value], [control_variate_variance(pair, value)], "o", color=PALETTE[name], markersize=8,
-                    zorder=3, label=f"{name} (λ = {value:g})")
-    if mark_optimal:
-        best = optimal_lambda(pair)
-        ax.axvline(best.lam, color=TRUE_KL_COLOR, linestyle=":", linewidth=1.5,
-                   label=f"λ* = {best.lam:.3f}")
+    if mark_k1 or mark_k3 or mark_optimal:
+        best = optimal_lambda(pair)  # λ*, and the variances at λ = 0 (k1) and λ = 1 (k3)
+        for show, value, variance, name in ((mark_k1, 0.0, best.var_k1, "k1"), (mark_k3, 1.0, best.var_k3, "k3")):
+            if show:
+                ax.plot([value], [variance], "o", color=PALETTE[name], markersize=8, zorder=3,
+                        label=f"{name} (λ = {value:g})")
+        if mark_optimal:
+            ax.axvline(best.lam, color=TRUE_KL_COLOR, linestyle=":", linewidth=1.5,
+                       label=f"λ* = {best.lam:.3f}")
     ax.set_xlabel("λ")
     ax.set_ylabel(r"Var$(k_\lambda)$")
     return ax
 
 
 def tangent_gap(f, slope_at_1: float, r_values, *, r_range=(0.05, 4.0), ax=None, color: str = PALETTE["k3"],
-                label: str = "k3", **kwargs):
+                label: str = "k3", curve_label: str = "f(r)", **kwargs):
     r"""A convex generator f, its tangent at r = 1, and the gap between them at chosen r (the Bregman picture).
 
     .. math:: f(r) - \big[f(1) + f'(1)(r - 1)\big] \;\ge\; 0,
@@ -213,6 +232,8 @@ def tangent_gap(f, slope_at_1: float, r_values, *, r_range=(0.05, 4.0), ax=None,
         The colour of the gaps (the estimator's palette colour).
     label : str
         The estimator's name, used in the gap labels.
+    curve_label : str
+        The legend label of the curve of f (``label`` names the gaps, so it cannot be passed in kwargs).
     **kwargs
         Passed to ``Axes.plot`` for the curve of f.
 
@@ -235,17 +256,17 @@ def tangent_gap(f, slope_at_1: float, r_values, *, r_range=(0.05, 4.0), ax=None,
     >>> [round(float(y), 6) for y in ax.lines[2].get_ydata()]   # from the tangent 1 - 2 up to -log 2
     [-1.0, -0.693147]
     """
-    ax = _axes(ax)
     low, high = (float(v) for v in r_range)
     if not 0 < low < high:
         raise ValueError(f"r_range must be (low, high) with 0 < low < high, got {r_range!r}")
     r_values = np.atleast_1d(np.asarray(r_values, dtype=np.float64))
     if np.any(~(r_values > 0)):
         raise ValueError("r_values must be positive")
+    ax = _axes(ax)
     r = np.linspace(low, high, 400)
     kwargs.setdefault("color", TRUE_KL_COLOR)
     kwargs.setdefault("linewidth", 2.0)
-    ax.plot(r, f(r), label=kwargs.pop("label", "f(r)"), **kwargs)
+    ax.plot(r, f(r), label=curve_label, **kwargs)
     ax.plot(r, slope_at_1 * (r - 1.0), color="0.45", linestyle="--", linewidth=1.5,
             label=f"tangent at r = 1 (slope f'(1) = {slope_at_1:g})")
     for value in r_values:

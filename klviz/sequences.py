@@ -45,15 +45,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
-from scipy.special import logsumexp
 
 from klviz import _checks
+from klviz._sampling import TransitionSampler, sample_categorical
 from klviz.estimators import k2 as _k2
 from klviz.estimators import k3 as _k3
 from klviz.exact import ExactMoments
-from klviz.pairs import Pair, _sample_size
+from klviz.pairs import CategoricalPair, Pair, _sample_size, log_softmax
 
 __all__ = [
     "SEQUENCE_ESTIMATORS",
@@ -84,7 +85,7 @@ def _log_softmax_rows(logits, name: str, ndim: int) -> np.ndarray:
         raise ValueError(
             f"{name} must be finite (every token must have positive probability); got NaN or inf"
         )
-    log_probs = arr - logsumexp(arr, axis=-1, keepdims=True)
+    log_probs = log_softmax(arr, axis=-1)
     log_probs.flags.writeable = False
     return log_probs
 
@@ -183,22 +184,15 @@ class MarkovChainPair(Pair):
     # ---------------------------------------------------------------------------------------------
 
     def sample(self, n: int, rng=None) -> np.ndarray:
-        """n sequences from q, shape (n, T), integer states; vectorised over sequences (inverse CDF)."""
+        """n sequences from q, shape (n, T), integer states; vectorised over sequences (inverse CDF, one
+        uniform per token)."""
         n = _sample_size(n)
         rng = np.random.default_rng(rng)
-        vocab, length = self.vocab_size, self.length
-        tokens = np.empty((n, length), dtype=np.int64)
-        cdf0 = np.cumsum(np.exp(self.log_q_initial))
-        tokens[:, 0] = np.searchsorted(cdf0, rng.random(n) * cdf0[-1], side="right")
-        cdf = np.cumsum(np.exp(self.log_q_transition), axis=1)
-        # Row s of the CDF shifted up by s, flattened: one sorted array, so a single searchsorted
-        # inverts the right row for every sequence at once.
-        offset_cdf = (cdf + np.arange(vocab)[:, None]).ravel()
-        for t in range(1, length):
-            previous = tokens[:, t - 1]
-            u = previous + rng.random(n) * cdf[previous, -1]
-            tokens[:, t] = np.searchsorted(offset_cdf, u, side="right") - previous * vocab
-        np.minimum(tokens, vocab - 1, out=tokens)
+        tokens = np.empty((n, self.length), dtype=np.int64)
+        tokens[:, 0] = sample_categorical(np.exp(self.log_q_initial), n, rng)
+        next_states = TransitionSampler(np.exp(self.log_q_transition))
+        for t in range(1, self.length):
+            tokens[:, t] = next_states(tokens[:, t - 1], rng)
         return tokens
 
     def _check_tokens(self, tokens) -> np.ndarray:
@@ -231,7 +225,7 @@ class MarkovChainPair(Pair):
         can compute from both models' logits at every position, instead of using the sampled token.
         """
         tokens = self._check_tokens(tokens)
-        initial, rows = self._conditional_kls()
+        initial, rows = self._conditional_kls
         out = np.empty(tokens.shape, dtype=np.float64)
         out[:, 0] = initial
         out[:, 1:] = rows[tokens[:, :-1]]
@@ -241,11 +235,17 @@ class MarkovChainPair(Pair):
     # Exact quantities (forward passes over q's state marginals)
     # ---------------------------------------------------------------------------------------------
 
+    @cached_property
     def _conditional_kls(self) -> tuple[float, np.ndarray]:
-        """KL of the initial distributions and of each transition row, as sums of q·k3 (all terms >= 0)."""
-        initial = float(np.sum(np.exp(self.log_q_initial) * _k3(self.log_p_initial - self.log_q_initial)))
-        rows = np.sum(np.exp(self.log_q_transition) * _k3(self.log_p_transition - self.log_q_transition),
-                      axis=1)
+        """KL of the initial distributions and of each transition row, computed once per pair.
+
+        Each is :meth:`CategoricalPair.kl`: a sum of q·k3 with the log-ratios taken from the logit
+        differences, so all terms are non-negative and the KL keeps full precision also when p ≈ q.
+        """
+        initial = CategoricalPair(p_logits=self.p_initial_logits, q_logits=self.q_initial_logits).kl()
+        rows = np.array([CategoricalPair(p_logits=p, q_logits=q).kl()
+                         for p, q in zip(self.p_transition_logits, self.q_transition_logits)])
+        rows.flags.writeable = False
         return initial, rows
 
     def state_marginals(self) -> np.ndarray:
@@ -259,7 +259,7 @@ class MarkovChainPair(Pair):
 
     def kl_per_step(self) -> np.ndarray:
         r""":math:`\mathbb{E}_q\big[\mathrm{KL}_t(x_{t-1})\big]` for t = 0..T-1, shape (T,); they sum to ``kl()``."""
-        initial, rows = self._conditional_kls()
+        initial, rows = self._conditional_kls
         per_step = np.empty(self.length)
         per_step[0] = initial
         per_step[1:] = self.state_marginals()[:-1] @ rows
@@ -313,11 +313,11 @@ def random_markov_chain_pair(vocab_size: int, length: int, perturbation: float, 
     perturbation = _checks.non_negative(perturbation, "perturbation")
     logit_scale = _checks.non_negative(logit_scale, "logit_scale")
     rng = np.random.default_rng(rng)
-    v = int(vocab_size)
-    q_initial = logit_scale * rng.standard_normal(v)
-    q_transition = logit_scale * rng.standard_normal((v, v))
-    p_initial = q_initial + perturbation * rng.standard_normal(v)
-    p_transition = q_transition + perturbation * rng.standard_normal((v, v))
+    shape = (vocab_size, vocab_size)
+    q_initial = logit_scale * rng.standard_normal(vocab_size)
+    q_transition = logit_scale * rng.standard_normal(shape)
+    p_initial = q_initial + perturbation * rng.standard_normal(vocab_size)
+    p_transition = q_transition + perturbation * rng.standard_normal(shape)
     return MarkovChainPair(p_initial, p_transition, q_initial, q_transition, length)
 
 
@@ -521,9 +521,11 @@ def sequence_moments(pair: MarkovChainPair, estimator: str) -> ExactMoments:
             mean = kl  # exactly, by the chain rule and E[r_t - 1 | prefix] = 0 (rounding aside)
         return ExactMoments(estimator, mean, var, kl)
     if estimator == "step_kl":
-        kl_initial, rows = pair._conditional_kls()
+        _, rows = pair._conditional_kls
         step_values = np.broadcast_to(rows[:, None], step.shape)
-        _, var = _additive_moments(pair, np.full_like(initial, kl_initial), step_values)
+        # The first term, KL of the initial distributions, is a constant: it adds nothing to the
+        # variance (passing it would leave ~1e-35 from Σq ≠ 1 in the last bit).
+        _, var = _additive_moments(pair, np.zeros_like(initial), step_values)
         return ExactMoments(estimator, kl, var, kl)
     if estimator == "sequence_k2":
         _, _, m2, m3, m4 = _centred_power_moments(pair, 4)

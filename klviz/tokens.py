@@ -213,6 +213,6 @@ def perturbed_policy_pair(vocab_size: int, perturbation: float, *, logit_scale: 
     perturbation = _checks.non_negative(perturbation, "perturbation")
     logit_scale = _checks.non_negative(logit_scale, "logit_scale")
     rng = np.random.default_rng(rng)
-    q_logits = logit_scale * rng.standard_normal(int(vocab_size))
-    p_logits = q_logits + perturbation * rng.standard_normal(int(vocab_size))
+    q_logits = logit_scale * rng.standard_normal(vocab_size)
+    p_logits = q_logits + perturbation * rng.standard_normal(vocab_size)
     return CategoricalPair(p_logits=p_logits, q_logits=q_logits)

@@ -556,3 +556,16 @@ def test_a_logpdf_that_underflows_in_the_far_tail_is_not_a_divergence():
     kl = math.log(2) + math.sqrt(2 / math.pi) - 0.5 * math.log(2 * math.pi) - 0.5
     assert close(pair.kl(), kl, 1e-10)
     assert close(exact_moments(pair, "k3").mean, kl, 1e-10)
+
+
+def test_categorical_moments_where_q_underflows_and_r_overflows():
+    # q(token 0) = e^-800 / Z underflows to 0 and r = p/q to inf there; q·r = p is what counts.
+    pair = CategoricalPair(p_logits=[5.0, 0.0, 0.0], q_logits=[-800.0, 0.0, 0.0])
+    with MP.workdps(50):
+        lq = [MP.mpf(-800), MP.mpf(0), MP.mpf(0)]
+        lp = [MP.mpf(5), MP.mpf(0), MP.mpf(0)]
+        zq, zp = MP.fsum(MP.exp(v) for v in lq), MP.fsum(MP.exp(v) for v in lp)
+        kl = MP.fsum(MP.exp(a) / zq * ((a - MP.log(zq)) - (b - MP.log(zp))) for a, b in zip(lq, lp))
+    assert close(pair.kl(), kl, 1e-12)
+    assert close(exact_moments(pair, "k3").mean, kl, 1e-12)
+    assert close(exact_moments(pair, "k1").mean, kl, 1e-12)

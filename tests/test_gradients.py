@@ -16,6 +16,7 @@ assert 1e-7 (relative to max(1, |gradient|)), a hundred times the observed worst
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -66,6 +67,30 @@ def ref_kl_pq(theta, ref):
 def ref_expected_k2(theta, ref):
     log_q, log_p = log_softmax(theta), log_softmax(ref)
     return float(np.sum(np.exp(log_q) * 0.5 * (log_p - log_q) ** 2))
+
+
+# 40-digit references for close policies, where float64 sums of q (log q - log p) cancel.
+MP = mpmath.MPContext()
+MP.dps = 40
+
+
+def mp_log_softmax(logits):
+    logits = [MP.mpf(float(v)) for v in logits]
+    log_total = MP.log(MP.fsum(MP.exp(v) for v in logits))
+    return [v - log_total for v in logits]
+
+
+def mp_kl(a_logits, b_logits):
+    """KL(softmax(a) || softmax(b)) in 40 digits."""
+    log_a, log_b = mp_log_softmax(a_logits), mp_log_softmax(b_logits)
+    return MP.fsum(MP.exp(x) * (x - y) for x, y in zip(log_a, log_b))
+
+
+def mp_kl_qp_gradient(theta, ref):
+    """q ⊙ (log q - log p - KL(q||p)) in 40 digits, rounded to float64."""
+    log_q, log_p = mp_log_softmax(theta), mp_log_softmax(ref)
+    kl = mp_kl(theta, ref)
+    return np.array([float(MP.exp(x) * (x - y - kl)) for x, y in zip(log_q, log_p)])
 
 
 def central_difference(f, theta):
@@ -154,6 +179,48 @@ def test_kl_gradients_match_finite_differences(rng):
         theta, ref, _ = random_problem(rng, scale=2.0)
         assert_fd_close(kl_qp_gradient(theta, ref), central_difference(lambda t: ref_kl_qp(t, ref), theta))
         assert_fd_close(kl_pq_gradient(theta, ref), central_difference(lambda t: ref_kl_pq(t, ref), theta))
+
+
+def close_policies(vocab=1000, noise=1e-8, seed=0):
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=vocab)
+    return ref + noise * rng.normal(size=vocab), ref
+
+
+def test_kl_values_keep_relative_precision_for_close_policies():
+    """V = 1000, logits 1e-8 apart: KL ~ 5e-17. The plain sum of q (log q - log p) rounds at ~1e-16·|log q|
+    per term and was off by 1350% (and -2000% here); Σ q k3 from logit differences keeps ~1e-16."""
+    theta, ref = close_policies()
+    qp, pq = float(mp_kl(theta, ref)), float(mp_kl(ref, theta))
+    assert kl_qp(theta, ref) == pytest.approx(qp, rel=1e-13, abs=0)
+    assert kl_pq(theta, ref) == pytest.approx(pq, rel=1e-13, abs=0)
+    # followed_objective is built from the same functions, so it is as precise
+    assert followed_objective(theta, ref, "k3", "loss") == pytest.approx(pq, rel=1e-13, abs=0)
+    assert followed_objective(theta, ref, "k2", "stopgrad_ratio_loss") == pytest.approx(qp, rel=1e-13, abs=0)
+    assert followed_objective(theta, ref, "k3", "reward") == pytest.approx(qp - pq, rel=0, abs=1e-13 * qp)
+
+
+def test_shifted_logits_are_the_same_policy():
+    """q = softmax(ref + 1000.3) is p: every divergence is 0 to the last bit, never negative (the plain
+    sum gave -3e-14, from log-probabilities rounded at 1000's magnitude)."""
+    ref = np.random.default_rng(1).normal(size=50)
+    theta = ref + 1000.3
+    for value in (kl_qp(theta, ref), kl_pq(theta, ref), followed_objective(theta, ref, "k2", "ratio_loss")):
+        assert 0.0 <= value < 1e-40
+    assert np.max(np.abs(kl_qp_gradient(theta, ref))) < 1e-28
+
+
+def test_kl_gradient_keeps_relative_precision_for_close_policies():
+    """The gradient q ⊙ (−log r − KL) is of order δ: log r from the logit differences keeps 1e-15 relative
+    (separate log-softmaxes lose 1e-16·|log q|/δ ≈ 1.5e-8)."""
+    theta, ref = close_policies(vocab=200)
+    expected = mp_kl_qp_gradient(theta, ref)
+    scale = np.max(np.abs(expected))
+    np.testing.assert_allclose(kl_qp_gradient(theta, ref), expected, rtol=0, atol=1e-14 * scale)
+    # every use that follows ∇KL(q||p) in expectation gets the same precision
+    for estimator, use in (("k1", "reward"), ("k2", "loss"), ("k3", "ratio_loss")):
+        np.testing.assert_allclose(expected_gradient(theta, ref, estimator, use), expected, rtol=0,
+                                   atol=1e-14 * scale)
 
 
 # --- the claims: expected gradients of every use against finite differences of exact objectives --------
@@ -343,6 +410,14 @@ def test_extreme_logits_stay_finite():
     assert moments.squared_error_std == math.inf
 
 
+def test_kl_of_extreme_logits_is_finite():
+    # the plain sum of q (log q - log p) is fine here: 0·(-800) = 0, no cancellation at this distance
+    for theta in ([-800.0, 0.0, 0.0], [-720.0, 0.0, 0.0]):
+        ref = [5.0, 0.0, 0.0]
+        assert kl_qp(theta, ref) == pytest.approx(ref_kl_qp(theta, ref), rel=1e-14)
+        assert followed_objective(theta, ref, "k1", "reward") == pytest.approx(ref_kl_qp(theta, ref), rel=1e-14)
+
+
 def test_near_equal_policies_keep_relative_accuracy():
     ref = np.array([0.1, -0.2, 0.3, 0.0])
     theta = ref + 1e-6 * np.array([1.0, -1.0, 0.5, 0.0])
@@ -375,6 +450,21 @@ def test_gaussian_policy_kls_match_definitions():
         theta = discretised_gaussian_logits(m, s, 40)
         assert qp[i] == pytest.approx(ref_kl_qp(theta, ref), rel=1e-12)
         assert pq[i] == pytest.approx(ref_kl_pq(theta, ref), rel=1e-12)
+
+
+def test_gaussian_policy_kls_close_to_the_reference_and_in_far_tails():
+    """A grid point a hair away from a Gaussian reference (KL ~ 6e-16; the plain sum of q (log q - log p) was
+    off by 90%), and a narrow policy whose far tails have q = 0 against r = p/q beyond float64 (the k3
+    form needs its overflow-safe terms there): both stay finite and accurate."""
+    ref = discretised_gaussian_logits(20.0, math.log(3.0), 40) + 7.3  # logits, not log-probabilities
+    qp, pq = gaussian_policy_kls(ref, [20.0 + 1e-7, 5.0], [math.log(3.0), math.log(0.3)])
+    near = discretised_gaussian_logits(20.0 + 1e-7, math.log(3.0), 40)
+    assert qp[0] == pytest.approx(float(mp_kl(near, ref)), rel=1e-7, abs=0)
+    assert pq[0] == pytest.approx(float(mp_kl(ref, near)), rel=1e-7, abs=0)
+    far = discretised_gaussian_logits(5.0, math.log(0.3), 40)
+    assert np.isfinite(qp[1]) and np.isfinite(pq[1])
+    assert qp[1] == pytest.approx(float(mp_kl(far, ref)), rel=1e-12, abs=0)
+    assert pq[1] == pytest.approx(float(mp_kl(ref, far)), rel=1e-12, abs=0)
 
 
 def phi_gradient(f, phi):

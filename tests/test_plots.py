@@ -109,6 +109,26 @@ def test_histogram_on_current_axes_and_errors():
         histogram_estimators({"k9": np.array([0.0, 1.0])}, ax=ax, bins=2, range=(0, 1))
 
 
+def test_histogram_validates_every_name_before_drawing(rng):
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match=r"name must be one of .*'k9'"):
+        histogram_estimators({"k1": rng.normal(size=100), "k9": rng.normal(size=100)}, ax=ax, bins=5)
+    assert len(ax.patches) == 0 and len(ax.lines) == 0  # no half-drawn figure
+
+
+def test_histogram_without_finite_values_explains_itself():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="values must contain some finite numbers"):
+        histogram_estimators({"k1": np.array([np.inf, -np.inf, np.nan]), "k3": [np.inf]}, ax=ax, bins=5)
+    assert len(ax.patches) == 0
+    with pytest.raises(ValueError, match=r"values\['k2'\] must not be empty"):
+        histogram_estimators({"k1": np.arange(3.0), "k2": []}, ax=ax, bins=5)
+    # with an explicit range there is nothing to choose, and non-finite values fall outside the bins
+    histogram_estimators({"k1": np.array([np.inf, 0.5])}, ax=ax, bins=2, range=(0, 1), density=False,
+                         show_means=False)
+    np.testing.assert_array_equal(ax.patches[0].get_data().values, [0, 1])
+
+
 def test_plotting_does_not_show_or_create_extra_figures(monkeypatch):
     monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show() called"))
     fig, ax = plt.subplots()

@@ -98,10 +98,37 @@ def test_curve_rejects_bad_grid(lam):
         control_variate_curve(GaussianPair(mu_p=1.0), lam, ax=ax)
 
 
-def test_curve_rejects_nan_lambda():
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_curve_rejects_non_finite_lambda(bad):
     fig, ax = plt.subplots()
-    with pytest.raises(ValueError, match="lam must not be NaN"):
-        control_variate_curve(GaussianPair(mu_p=1.0), [0.0, np.nan], ax=ax)
+    with pytest.raises(ValueError, match="lam must be finite"):
+        control_variate_curve(GaussianPair(mu_p=1.0), [0.0, bad], ax=ax)
+    assert len(ax.lines) == 0
+
+
+def test_curve_computes_exact_moments_once(monkeypatch):
+    """One call for the curve, one for λ* and the k1/k3 dots (optimal_lambda returns Var(k1) and Var(k3))."""
+    import klviz.exact
+
+    calls = {"control_variate_variance": 0, "optimal_lambda": 0}
+
+    def counted(name):
+        original = getattr(klviz.exact, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(klviz.exact, name, counted(name))
+    fig, ax = plt.subplots()
+    control_variate_curve(GaussianPair(mu_p=0.7), ax=ax)
+    assert calls == {"control_variate_variance": 1, "optimal_lambda": 1}
+    assert len(ax.lines) == 4
+    control_variate_curve(GaussianPair(mu_p=0.7), ax=ax, mark_k1=False, mark_k3=False, mark_optimal=False)
+    assert calls == {"control_variate_variance": 2, "optimal_lambda": 1}
 
 
 def test_curve_infinite_variance_pair():
@@ -155,6 +182,15 @@ def test_tangent_gaps_are_never_negative_for_convex_f():
     for segment in ax.lines[2:2 + r_values.size]:
         bottom, top = segment.get_ydata()
         assert top >= bottom
+
+
+def test_tangent_gap_curve_label():
+    fig, ax = plt.subplots()
+    tangent_gap(lambda r: -np.log(r), -1.0, [2.0], ax=ax, label="k3", curve_label="f(r) = -log r")
+    assert ax.lines[0].get_label() == "f(r) = -log r"
+    assert ax.texts[0].get_text().startswith("k3 = ")  # label still names the gaps
+    tangent_gap(lambda r: -np.log(r), -1.0, [2.0], ax=ax)
+    assert ax.lines[4].get_label() == "f(r)"  # the default
 
 
 def test_tangent_gap_draws_on_current_axes():

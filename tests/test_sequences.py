@@ -185,6 +185,42 @@ def test_sampling_is_reproducible_and_uses_rng():
     assert pair.sample(0, rng=0).shape == (0, 7)
 
 
+class _GivenUniforms(np.random.Generator):
+    """A Generator whose ``random`` returns the given uniforms, in order: inverse-CDF draws on demand."""
+
+    def __init__(self, uniforms):
+        super().__init__(np.random.PCG64(0))
+        self._uniforms = list(uniforms)
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        size = 1 if size is None else size
+        values, self._uniforms = self._uniforms[:size], self._uniforms[size:]
+        return np.array(values, dtype=np.float64)
+
+
+def test_sampling_inverts_each_row_for_peaked_chains():
+    """Peaked rows: probabilities that round so a row's CDF ends a few ulp above 1. Shifting such rows by
+    their index without normalising left the concatenated CDF unsorted, and the binary search returned
+    states outside [0, V) (e.g. -1). Every draw must be the inverse CDF of its own row, up to rounding."""
+    rng = np.random.default_rng(1)
+    uniforms = np.array([0.0, 1e-300, 1e-17, 0.25, 0.5, 0.75, 1.0 - 2.0**-53])
+    for _ in range(300):
+        vocab = int(rng.integers(2, 6))
+        transition = rng.normal(0.0, 20.0, (vocab, vocab))
+        for first in range(vocab):
+            initial = np.where(np.arange(vocab) == first, 50.0, -50.0)  # x_0 = first, whatever u is
+            pair = MarkovChainPair(initial, transition, initial, transition, length=2)
+            tokens = pair.sample(uniforms.size, _GivenUniforms([0.5] * uniforms.size + list(uniforms)))
+            assert np.all(tokens[:, 0] == first)
+            second = tokens[:, 1]
+            assert np.all((second >= 0) & (second < vocab)), (transition.tolist(), first, second)
+            row = np.exp(transition[first] - transition[first].max())
+            cdf = np.concatenate([[0.0], np.cumsum(row) / row.sum()])
+            # u lies in the chosen state's CDF step, up to the rounding of the shifted table (V ulp)
+            assert np.all(cdf[second] <= uniforms + 1e-14) and np.all(uniforms < cdf[second + 1] + 1e-14)
+            assert np.all(row[second] > 0)
+
+
 def test_monte_carlo_agrees_with_exact_moments(rng):
     pair = random_markov_chain_pair(6, 16, 0.3, rng=5)
     n = 40_000
@@ -221,6 +257,38 @@ def test_small_gap_accuracy():
     for name, rel in (("token_k3", 1e-9), ("step_kl", 1e-9), ("sequence_k2", 1e-9), ("sequence_k3", 1e-5)):
         _, var = _moments(rows, name)
         assert sequence_moments(pair, name).var == pytest.approx(float(var), rel=rel), name
+
+
+def test_chains_offset_by_a_constant_are_identical():
+    """Logits shifted by 1000 (exactly: multiples of 1/8) are the same chain: equal log-probabilities and
+    KL 0 up to the last bit of CategoricalPair's centring (Σq ≠ 1 by an ulp leaves log r ~ 1e-29, KL ~ 1e-57).
+    Without the max-shift in the log-softmax, each log-probability rounded at 1000's magnitude: KL ~ 1e-27."""
+    rng = np.random.default_rng(4)
+    initial = np.round(8 * rng.normal(size=5)) / 8
+    transition = np.round(8 * rng.normal(size=(5, 5))) / 8
+    pair = MarkovChainPair(initial + 1000.0, transition + 1000.0, initial, transition, length=6)
+    np.testing.assert_array_equal(pair.log_p_initial, pair.log_q_initial)
+    np.testing.assert_array_equal(pair.log_p_transition, pair.log_q_transition)
+    assert 0.0 <= pair.kl() < 1e-50 and 0.0 <= pair.kl_reverse() < 1e-50
+    assert np.all(pair.step_kls(pair.sample(10, rng=0)) < 1e-50)
+
+
+def test_near_identical_chains_keep_full_relative_precision():
+    """Per-step KLs of order 1e-17 against 40-digit sums: the log-ratios come from the logit differences."""
+    pair = random_markov_chain_pair(20, 2, 1e-8, logit_scale=2.0, rng=12)
+
+    def reference_kl(q_logits, p_logits):
+        q, p = _softmax(q_logits), _softmax(p_logits)
+        return float(M.fsum(qi * M.log(qi / pi) for qi, pi in zip(q, p)))
+
+    states = np.arange(pair.vocab_size)
+    step = pair.step_kls(np.stack([states, states], axis=1))  # (x_0 = s): KL of the initial rows, then row s
+    expected_initial = reference_kl(pair.q_initial_logits, pair.p_initial_logits)
+    np.testing.assert_allclose(step[:, 0], expected_initial, rtol=1e-13)
+    expected_rows = [reference_kl(q, p) for q, p in zip(pair.q_transition_logits, pair.p_transition_logits)]
+    np.testing.assert_allclose(step[:, 1], expected_rows, rtol=1e-13)
+    assert pair.kl() == pytest.approx(expected_initial + float(np.exp(pair.log_q_initial) @ expected_rows),
+                                      rel=1e-13, abs=0)
 
 
 def test_rao_blackwell_sum_is_not_always_lower():
@@ -311,6 +379,13 @@ def test_invalid_tokens():
         pair.step_kls(np.full((1, 4), 3))
     with pytest.raises(ValueError, match="n must be non-negative"):
         pair.sample(-1)
+
+
+def test_numpy_integers_are_accepted():
+    a = random_markov_chain_pair(np.int64(3), np.int32(4), 0.5, rng=0)
+    b = random_markov_chain_pair(3, 4, 0.5, rng=0)
+    assert a.vocab_size == 3 and a.length == 4 and type(a.length) is int
+    np.testing.assert_array_equal(a.p_transition_logits, b.p_transition_logits)
 
 
 def test_invalid_estimator_and_pair():

@@ -166,6 +166,9 @@ def test_perturbed_policy_pair():
     assert same.kl() == 0.0
     np.testing.assert_array_equal(perturbed_policy_pair(20, 0.1, rng=3).q_logits,
                                   perturbed_policy_pair(20, 0.1, rng=3).q_logits)
+    # a numpy integer is an integer (validation returns a Python int)
+    np.testing.assert_array_equal(perturbed_policy_pair(np.int64(20), 0.1, rng=3).p_logits,
+                                  perturbed_policy_pair(20, 0.1, rng=3).p_logits)
 
 
 @pytest.mark.parametrize(
