@@ -803,7 +803,9 @@ class ExplorerFigure:
                                          label=f"{name} Monte Carlo ± 1 s.e.")
             live[name], = bias_ax.plot([], [], "o", markerfacecolor="white", markeredgecolor=color,
                                        markeredgewidth=2.0, markersize=9)
-        exact_point, = bias_ax.plot([], [], "o", color=PALETTE["k2"], markersize=6)
+        # A black-edged diamond, so that it reads as "exact" inside the hollow Monte Carlo ring around it.
+        exact_point, = bias_ax.plot([], [], "D", color=PALETTE["k2"], markeredgecolor="black", markersize=5.5,
+                                    zorder=4, label="k2 exact at the current gap")
         bias_ax.set_xlim(GAP_RANGE[0] - 0.08, GAP_RANGE[1] + 0.08)
         bias_ax.set_xlabel("mean gap μ between p and q")
         bias_ax.set_ylabel("relative bias  (E[k] − KL) / KL")
