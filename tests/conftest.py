@@ -17,3 +17,16 @@ def _close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+class GivenUniforms(np.random.Generator):
+    """A Generator whose ``random`` returns the given uniforms, in order: inverse-CDF draws on demand."""
+
+    def __init__(self, uniforms):
+        super().__init__(np.random.PCG64(0))
+        self._uniforms = list(uniforms)
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        size = 1 if size is None else size
+        values, self._uniforms = self._uniforms[:size], self._uniforms[size:]
+        return np.array(values, dtype=np.float64)

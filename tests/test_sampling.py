@@ -7,19 +7,11 @@ import pytest
 from scipy import stats
 
 from klviz._sampling import TransitionSampler, normalised_cdf, sample_categorical
+from tests.conftest import GivenUniforms
 
 LARGEST_BELOW_ONE = 1.0 - 2.0**-53
 
 
-class GivenUniforms(np.random.Generator):
-    def __init__(self, uniforms):
-        super().__init__(np.random.PCG64(0))
-        self._uniforms = list(uniforms)
-
-    def random(self, size=None, dtype=np.float64, out=None):
-        size = 1 if size is None else size
-        values, self._uniforms = self._uniforms[:size], self._uniforms[size:]
-        return np.array(values, dtype=np.float64)
 
 
 def test_normalised_cdf_ends_at_one_and_never_decreases(rng):

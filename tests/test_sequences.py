@@ -20,6 +20,7 @@ from klviz.sequences import (
     sequence_estimates,
     sequence_moments,
 )
+from tests.conftest import GivenUniforms
 
 # A private context: the 40 digits do not leak into other test modules through mpmath.mp.
 M = mpmath.MPContext()
@@ -185,17 +186,6 @@ def test_sampling_is_reproducible_and_uses_rng():
     assert pair.sample(0, rng=0).shape == (0, 7)
 
 
-class _GivenUniforms(np.random.Generator):
-    """A Generator whose ``random`` returns the given uniforms, in order: inverse-CDF draws on demand."""
-
-    def __init__(self, uniforms):
-        super().__init__(np.random.PCG64(0))
-        self._uniforms = list(uniforms)
-
-    def random(self, size=None, dtype=np.float64, out=None):
-        size = 1 if size is None else size
-        values, self._uniforms = self._uniforms[:size], self._uniforms[size:]
-        return np.array(values, dtype=np.float64)
 
 
 def test_sampling_inverts_each_row_for_peaked_chains():
@@ -210,7 +200,7 @@ def test_sampling_inverts_each_row_for_peaked_chains():
         for first in range(vocab):
             initial = np.where(np.arange(vocab) == first, 50.0, -50.0)  # x_0 = first, whatever u is
             pair = MarkovChainPair(initial, transition, initial, transition, length=2)
-            tokens = pair.sample(uniforms.size, _GivenUniforms([0.5] * uniforms.size + list(uniforms)))
+            tokens = pair.sample(uniforms.size, GivenUniforms([0.5] * uniforms.size + list(uniforms)))
             assert np.all(tokens[:, 0] == first)
             second = tokens[:, 1]
             assert np.all((second >= 0) & (second < vocab)), (transition.tolist(), first, second)
