@@ -58,9 +58,19 @@ def mark_value(value: float, *, ax=None, label: str | None = None, color: str = 
     return ax
 
 
-def histogram_estimators(values: dict, *, ax=None, bins=100, range=None, true_kl: float | None = None,
-                         show_means: bool = True, density: bool = True, **kwargs):
-    """Overlaid step histograms of per-sample estimates, one per estimator, in the palette colours.
+def histogram_estimators(values: dict, *, ax=None, bins=100, range=None, coverage: float = 0.999,
+                         true_kl: float | None = None, show_means: bool = True, density: bool = True, **kwargs):
+    r"""Overlaid step histograms of per-sample estimates, one per estimator, in the palette colours.
+
+    Estimators of one divergence can differ in spread by orders of magnitude (k1 against k3 at a small
+    gap), so the default range is chosen per estimator: it is the smallest interval that holds the
+    central ``coverage`` share of *each* estimator's own finite values (its
+    :math:`\tfrac{1-c}{2}` and :math:`\tfrac{1+c}{2}` quantiles), not a percentile of all samples pooled,
+    which would cut the widest estimator's tails. Nothing is cut silently: an estimator with samples
+    outside the bins (or NaN/±inf) says which share in its legend label, e.g. ``k1, mean 0.005 (0.1%
+    outside the bins)``. Sample means are drawn (dotted, in the estimator's colour, above the true-KL
+    line) wherever they fall — the x-limits widen to show a mean outside the bins — and written in the
+    label, since they often coincide with the true KL and with each other.
 
     Parameters
     ----------
@@ -70,33 +80,40 @@ def histogram_estimators(values: dict, *, ax=None, bins=100, range=None, true_kl
     bins : int or array_like
         Passed to ``numpy.histogram``; one shared set of edges is used for all estimators.
     range : (float, float), optional
-        The histogram range; default: the 0.5 and 99.5 percentiles of all finite values.
+        The histogram range; default: chosen per estimator from ``coverage`` (above).
+    coverage : float
+        With the default range, the central share of each estimator's finite values that the range
+        must hold; in (0, 1]. (An estimator with no finite value does not take part.)
     true_kl : float, optional
         Marked as a dashed black line.
     show_means : bool
-        Mark each estimator's sample mean with a dotted line in its colour.
+        Mark each estimator's sample mean with a dotted line in its colour and give it in the label.
     density : bool
+        Heights are counts / (number of samples × bin width): a bin's height is the same whatever
+        share of the samples the range holds.
     **kwargs
         Passed to ``Axes.stairs``.
 
     Returns
     -------
     matplotlib Axes
+        Each step histogram is an ``Axes.patches`` entry whose ``get_gid()`` is the estimator's name.
 
     Raises
     ------
     ValueError
-        If ``values`` is empty, names an estimator outside the palette, holds an empty array, or (with
-        the default range) has no finite value; checked before anything is drawn.
+        If ``values`` is empty, names an estimator outside the palette, holds an empty array, if
+        ``coverage`` is not in (0, 1], or (with the default range) no estimator has a finite value;
+        checked before anything is drawn.
 
     Examples
     --------
     >>> import matplotlib
     >>> matplotlib.use("Agg")
     >>> import numpy as np
-    >>> ax = histogram_estimators({"k1": np.array([-1.0, 0.0, 1.0])}, bins=2, range=(-1, 1), true_kl=0.0)
-    >>> [p.get_label() for p in ax.patches]
-    ['k1']
+    >>> ax = histogram_estimators({"k1": np.array([-1.0, 0.0, 1.0, 5.0])}, bins=2, range=(-1, 1), true_kl=0.0)
+    >>> [(p.get_gid(), p.get_label()) for p in ax.patches]
+    [('k1', 'k1, mean 1.25 (25% outside the bins)')]
     """
     if not values:
         raise ValueError("values must contain at least one estimator")
@@ -106,23 +123,35 @@ def histogram_estimators(values: dict, *, ax=None, bins=100, range=None, true_kl
     for name, sample in samples.items():
         if sample.size == 0:
             raise ValueError(f"values[{name!r}] must not be empty")
+    if not (isinstance(coverage, (int, float, np.integer, np.floating)) and 0 < coverage <= 1):
+        raise ValueError(f"coverage must be a number in (0, 1], got {coverage!r}")
     if range is None:
-        everything = np.concatenate(list(samples.values()))
-        everything = everything[np.isfinite(everything)]
-        if everything.size == 0:
+        tail = 50.0 * (1.0 - float(coverage))  # percent cut from each side of each estimator
+        intervals = [np.percentile(finite, [tail, 100.0 - tail])
+                     for finite in (sample[np.isfinite(sample)] for sample in samples.values()) if finite.size]
+        if not intervals:
             raise ValueError("values must contain some finite numbers to choose a default range; "
                              "all are NaN or ±inf (pass range=(low, high) to draw them anyway)")
-        range = tuple(np.percentile(everything, [0.5, 99.5]))
+        range = (min(low for low, _ in intervals), max(high for _, high in intervals))
     edges = np.histogram_bin_edges([], bins=bins, range=range)
     ax = _axes(ax)
     kwargs.setdefault("linewidth", 1.8)
     for name, sample in samples.items():
         counts, _ = np.histogram(sample, bins=edges)
+        outside = (sample.size - counts.sum()) / sample.size  # beyond the edges, or NaN/±inf
+        label = name
+        if show_means:
+            mean = sample.mean()
+            label += f", mean {mean:.4g}"
+        if outside > 0:
+            label += f" ({100 * outside:.3g}% outside the bins)"
         if density:
             counts = counts / (sample.size * np.diff(edges))
-        ax.stairs(counts, edges, color=colors[name], label=name, **kwargs)
-        if show_means:
-            ax.axvline(sample.mean(), color=colors[name], linestyle=":", linewidth=1.5)
+        patch = ax.stairs(counts, edges, color=colors[name], label=label, **kwargs)
+        patch.set_gid(name)
+        if show_means and np.isfinite(mean):
+            # Above the true-KL line (zorder 2): a mean that coincides with it stays visible.
+            ax.axvline(mean, color=colors[name], linestyle=":", linewidth=1.8, zorder=3)
     if true_kl is not None:
         mark_value(true_kl, ax=ax, label=f"true KL = {true_kl:.4g}")
     ax.set_xlabel("per-sample estimate")

@@ -64,7 +64,7 @@ def test_histogram_heights_are_numpy_densities(rng):
     fig, ax = plt.subplots()
     returned = histogram_estimators(values, ax=ax, bins=20, range=(-2.0, 3.0), true_kl=0.5)
     assert returned is ax
-    patches = {patch.get_label(): patch for patch in ax.patches}
+    patches = {patch.get_gid(): patch for patch in ax.patches}
     assert set(patches) == {"k1", "k3"}
     edges = np.linspace(-2.0, 3.0, 21)
     for name, sample in values.items():
@@ -75,6 +75,9 @@ def test_histogram_heights_are_numpy_densities(rng):
         np.testing.assert_allclose(stair_edges, edges, rtol=1e-15)
         np.testing.assert_allclose(heights, density, rtol=1e-12)
         assert to_rgba(patches[name].get_edgecolor()) == to_rgba(PALETTE[name])
+        # the label gives the sample mean and the share of samples the bins do not hold
+        outside = 100 * np.mean((sample < edges[0]) | (sample > edges[-1]))
+        assert patches[name].get_label() == f"{name}, mean {sample.mean():.4g} ({outside:.3g}% outside the bins)"
     # one dotted mean line per estimator in its colour, then the dashed black true-KL line
     means = [line for line in ax.lines if line.get_linestyle() == ":"]
     assert [to_hex(line.get_color()) for line in means] == [PALETTE["k1"].lower(), PALETTE["k3"].lower()]
@@ -90,14 +93,70 @@ def test_histogram_counts_default_range_and_kwargs(rng):
     fig, ax = plt.subplots()
     histogram_estimators({"k2": sample}, ax=ax, bins=10, density=False, show_means=False, linestyle="-.")
     (patch,) = ax.patches
-    finite = sample[np.isfinite(sample)]
-    low, high = np.percentile(finite, [0.5, 99.5])  # documented default range, infinities ignored
+    finite = np.sort(sample[np.isfinite(sample)])
+    # documented default range: the 0.05% and 99.95% quantiles (coverage 0.999), infinities ignored;
+    # with 10,000 values and linear interpolation they lie 4.9995 order statistics in from either end
+    low = finite[4] + 0.9995 * (finite[5] - finite[4])
+    high = finite[-5] - 0.9995 * (finite[-5] - finite[-6])
     np.testing.assert_allclose(patch.get_data().edges, np.linspace(low, high, 11), rtol=1e-12)
     counts, _ = np.histogram(finite, bins=10, range=(low, high))
     np.testing.assert_array_equal(patch.get_data().values, counts)
+    assert counts.sum() == 10_000 - 10  # five finite values cut from each side
+    assert patch.get_label() == f"k2 ({100 * 12 / 10_002:.3g}% outside the bins)"  # ten cut, two infinite
     assert patch.get_linestyle() == "-."
     assert ax.lines == [] or all(line.get_linestyle() != ":" for line in ax.lines)
     assert ax.get_ylabel() == "count"
+
+
+def test_default_range_holds_each_estimators_own_central_mass(rng):
+    # A wide k1 and a narrow, more numerous k3: percentiles of the pooled samples would cut k1's tails
+    # (that is what the range used to be). Each estimator's own central 99.9% must be inside the bins.
+    wide, narrow = rng.normal(0.0, 1.0, 20_000), rng.gamma(0.5, 0.01, 60_000)
+    pooled_low, pooled_high = np.percentile(np.concatenate([wide, narrow]), [0.5, 99.5])
+    assert np.mean((wide < pooled_low) | (wide > pooled_high)) > 0.01  # the old default: 1.5% of k1 cut
+    fig, ax = plt.subplots()
+    histogram_estimators({"k1": wide, "k3": narrow}, ax=ax, bins=50)
+    edges = ax.patches[0].get_data().edges
+    for name, sample in (("k1", wide), ("k3", narrow)):
+        share_outside = np.mean((sample < edges[0]) | (sample > edges[-1]))
+        assert share_outside <= 0.001 + 1 / sample.size  # at most 0.05% per side, up to one tie
+        inside = np.sort(sample)[sample.size // 2000 + 1: -(sample.size // 2000 + 1)]
+        assert edges[0] <= inside[0] and inside[-1] <= edges[-1]
+    # the wide estimator sets both ends: its own extreme quantiles, not the narrow one's
+    np.testing.assert_allclose([edges[0], edges[-1]], np.quantile(wide, [0.0005, 0.9995]), rtol=1e-12)
+    # a tighter coverage gives a narrower range
+    fig, ax2 = plt.subplots()
+    histogram_estimators({"k1": wide, "k3": narrow}, ax=ax2, bins=50, coverage=0.9)
+    narrow_edges = ax2.patches[0].get_data().edges
+    assert edges[0] < narrow_edges[0] < narrow_edges[-1] < edges[-1]
+
+
+def test_sample_means_are_shown_even_outside_the_bins():
+    # 99 values at 0.5 and one at 450: the mean, 4.995, is far right of the range (0, 1)
+    sample = np.concatenate([np.full(99, 0.5), [450.0]])
+    fig, ax = plt.subplots()
+    histogram_estimators({"k3": sample, "k1": np.array([0.25, 0.75])}, ax=ax, bins=4, range=(0.0, 1.0),
+                         true_kl=0.5)
+    means = {to_hex(line.get_color()): line for line in ax.lines if line.get_linestyle() == ":"}
+    assert means[PALETTE["k3"].lower()].get_xdata()[0] == pytest.approx(4.995, rel=1e-15)
+    assert means[PALETTE["k1"].lower()].get_xdata()[0] == 0.5
+    low, high = ax.get_xlim()
+    assert low <= 0.0 and high >= 4.995  # the view widened to show the mean outside the bins
+    labels = {patch.get_gid(): patch.get_label() for patch in ax.patches}
+    assert labels == {"k3": "k3, mean 4.995 (1% outside the bins)", "k1": "k1, mean 0.5"}
+    # the k1 mean coincides with the true KL: it is drawn above the dashed line, not hidden under it
+    (truth,) = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert means[PALETTE["k1"].lower()].get_zorder() > truth.get_zorder()
+
+
+def test_histogram_validates_coverage():
+    fig, ax = plt.subplots()
+    for bad in (0.0, 1.5, -0.1, "0.9", None):
+        with pytest.raises(ValueError, match=r"coverage must be a number in \(0, 1\]"):
+            histogram_estimators({"k1": np.arange(5.0)}, ax=ax, bins=2, coverage=bad)
+    assert len(ax.patches) == 0
+    histogram_estimators({"k1": np.arange(5.0)}, ax=ax, bins=2, coverage=1)  # all of it: min to max
+    np.testing.assert_array_equal(ax.patches[0].get_data().edges, [0.0, 2.0, 4.0])
 
 
 def test_histogram_on_current_axes_and_errors():
@@ -127,6 +186,13 @@ def test_histogram_without_finite_values_explains_itself():
     histogram_estimators({"k1": np.array([np.inf, 0.5])}, ax=ax, bins=2, range=(0, 1), density=False,
                          show_means=False)
     np.testing.assert_array_equal(ax.patches[0].get_data().values, [0, 1])
+    assert ax.patches[0].get_label() == "k1 (50% outside the bins)"
+    # an estimator with no finite value takes no part in the default range, and says so in its label
+    fig, ax = plt.subplots()
+    histogram_estimators({"k1": np.array([0.0, 1.0, 2.0]), "k3": np.array([np.inf, np.inf])}, ax=ax, bins=2,
+                         show_means=False)
+    np.testing.assert_allclose(ax.patches[0].get_data().edges, [0.001, 1.0, 1.999], rtol=1e-12)  # k1 alone
+    assert ax.patches[1].get_label() == "k3 (100% outside the bins)"
 
 
 def test_plotting_does_not_show_or_create_extra_figures(monkeypatch):
