@@ -9,38 +9,51 @@ estimator :math:`k(L)` (``k1`` = -L, ``k2`` = L²/2, ``k3`` = e^L - 1 - L) can e
   :math:`\log q_\theta(x)`: :math:`\nabla_\theta k(L(x)) = -k'(L)\, g(x)`;
 * **score** ("in the reward", REINFORCE): k is a detached reward and the gradient is :math:`k\, g(x)`.
 
-Off-policy, x is drawn from an older policy μ and weighted by :math:`\rho = q_\theta/\mu`; a
+Off-policy, x is drawn from an older policy μ and (usually) weighted by :math:`\rho = q_\theta/\mu`; a
 differentiable ρ contributes the score term (:math:`\nabla\rho = \rho\, g`), a detached one does not.
 Every use below is therefore a per-sample gradient :math:`c(x)\, g(x)` with one scalar coefficient
 
-.. math:: c(x) = w(x)\,\big(s\, k(L) - d\, k'(L)\big),\qquad w = 1 \text{ (on-policy) or } \rho,
+.. math:: c(x) = w(x)\,\big(s\, k(L) - d\, k'(L)\big),\qquad w = 1 \text{ (on-policy, or no ratio) or } \rho,
 
-where s = 1 when the score term is present and d = 1 when the pathwise term is. In expectation
-:math:`\mathbb{E}_\mu[\rho\, f] = \mathbb{E}_q[f]`, so the expected gradient depends only on (s, d), not on
-where the samples came from; the variance does depend on it.
+where s = 1 when the score term is present and d = 1 when the pathwise term is. For the reweighted
+uses :math:`\mathbb{E}_\mu[\rho\, f] = \mathbb{E}_q[f]`, so the expected gradient depends only on (s, d),
+not on where the samples came from; the variance does depend on it. Without the ratio
+(``no_ratio_loss``: a KL loss on the samples of an older policy, as in the later epochs of PPO/GRPO
+with a KL loss) the expected gradient is :math:`\mathbb{E}_\mu[-k'(L)\,g] = \nabla_\theta\,\mathbb{E}_\mu[k(L_\theta)]`
+with μ held fixed: it depends on μ.
 
 (sg = stop-gradient)::
 
-    use                    what the code differentiates    samples from   score   pathwise
-    loss                   k(x)                            q              no      yes
-    reward                 sg[k(x)] * log q(x)             q              yes     no
-    ratio_loss             rho(x) * k(x)                   mu             yes     yes
-    stopgrad_ratio_loss    sg[rho(x)] * k(x)               mu             no      yes
-    ratio_reward           rho(x) * sg[k(x)]               mu             yes     no
+    use                    what the code differentiates    samples from   score   pathwise   weight
+    loss                   k(x)                            q              no      yes        1
+    reward                 sg[k(x)] * log q(x)             q              yes     no         1
+    ratio_loss             rho(x) * k(x)                   mu             yes     yes        rho
+    stopgrad_ratio_loss    sg[rho(x)] * k(x)               mu             no      yes        rho
+    ratio_reward           rho(x) * sg[k(x)]               mu             yes     no         rho
+    no_ratio_loss          k(x)                            mu             no      yes        1
 
 The expected gradients, all checked by exact summation and finite differences in the tests::
 
-    estimator   pathwise only   score only                  both
-    k1          0               ∇KL(q‖p)                    ∇KL(q‖p)
-    k2          ∇KL(q‖p)        ∇(E_q[k2] − KL(q‖p))        ∇E_q[k2]
-    k3          ∇KL(p‖q)        ∇(KL(q‖p) − KL(p‖q))        ∇KL(q‖p)
+    estimator   pathwise only   score only                  both                no ratio, x ~ mu
+    k1          0               ∇KL(q‖p)                    ∇KL(q‖p)            -∇KL(mu‖q) = mu - q
+    k2          ∇KL(q‖p)        ∇(E_q[k2] − KL(q‖p))        ∇E_q[k2]            ∇E_mu[k2]
+    k3          ∇KL(p‖q)        ∇(KL(q‖p) − KL(p‖q))        ∇KL(q‖p)            ∇E_mu[k3]
+
+Every one has a closed form (:func:`followed_gradient`); in particular
+:math:`\nabla_\theta \mathbb{E}_q[k_2] = q \odot \big(f(L) - \mathbb{E}_q[f(L)]\big)` with
+:math:`f = k_2 + k_1 = \tfrac12 L^2 - L` (:func:`expected_k2_gradient`).
+
+These are statements about one token (one categorical draw). A per-token penalty summed over a
+sequence follows other objectives (the later tokens' distribution depends on the earlier ones).
 
 KL(q‖p) is the "reverse", mode-seeking KL of the RL literature and KL(p‖q) the "forward",
 mass-covering one. (Careful: :mod:`klviz.estimators` labels KL[q, p] as its ``"forward"`` target; the
 functions here avoid the words and name the order: :func:`kl_qp`, :func:`kl_pq`.)
 
 References: J. Schulman, "Approximating KL Divergence" (2020); Y. Tang and R. Munos, "On a few
-pitfalls in KL divergence gradient estimation for RL", arXiv:2506.09477 (2025).
+pitfalls in KL divergence gradient estimation for RL", arXiv:2506.09477 (2025); K. Liu et al.,
+"Rethinking KL Regularization in RLHF", arXiv:2510.01555 (2025); DeepSeek-AI, "DeepSeek-V3.2",
+arXiv:2512.02556 (2025), §3.1 (its "unbiased KL estimate" is ``ratio_loss`` with k3).
 
 Everything is numpy, in log space: where a direct product such as :math:`q\cdot r` or :math:`\rho\cdot r`
 would overflow, it is formed as the exponential of a sum of logs (:math:`q\,r = p`), so tokens with tiny q
@@ -73,6 +86,9 @@ __all__ = [
     "kl_qp_gradient",
     "kl_pq_gradient",
     "followed_objective",
+    "followed_gradient",
+    "followed_label",
+    "expected_k2_gradient",
     "expected_gradient",
     "per_sample_gradient",
     "gradient_moments",
@@ -93,7 +109,8 @@ class GradientUse:
 
     ``score`` says whether the gradient contains :math:`k\,\nabla\log q_\theta` (reward use, or a
     differentiable ratio), ``pathwise`` whether it contains :math:`\nabla_\theta k` (loss use).
-    ``off_policy`` uses sample from a behaviour policy μ and weight by :math:`\rho = q_\theta/\mu`.
+    ``off_policy`` uses sample from a behaviour policy μ; ``reweighted`` ones weight each sample by
+    :math:`\rho = q_\theta/\mu` (the others use it as if it came from q, weight 1).
     """
 
     name: str
@@ -101,24 +118,30 @@ class GradientUse:
     off_policy: bool
     score: bool
     pathwise: bool
+    reweighted: bool = True
 
     def __repr__(self) -> str:
-        where = "x ~ mu, rho = q/mu" if self.off_policy else "x ~ q"
+        if not self.off_policy:
+            where = "x ~ q"
+        else:
+            where = "x ~ mu, rho = q/mu" if self.reweighted else "x ~ mu, no ratio"
         terms = " + ".join(t for t, on in (("score", self.score), ("pathwise", self.pathwise)) if on)
         return f"GradientUse({self.name}: d/dθ of {self.surrogate}; {where}; terms: {terms})"
 
 
-#: The five uses, by name (see the module docstring for the table).
+#: The six uses, by name (see the module docstring for the table).
 USES: dict[str, GradientUse] = {
     "loss": GradientUse("loss", "k(x)", False, False, True),
     "reward": GradientUse("reward", "sg[k(x)] * log q(x)", False, True, False),
     "ratio_loss": GradientUse("ratio_loss", "rho(x) * k(x)", True, True, True),
     "stopgrad_ratio_loss": GradientUse("stopgrad_ratio_loss", "sg[rho(x)] * k(x)", True, False, True),
     "ratio_reward": GradientUse("ratio_reward", "rho(x) * sg[k(x)]", True, True, False),
+    "no_ratio_loss": GradientUse("no_ratio_loss", "k(x)", True, False, True, reweighted=False),
 }
 
 #: The function whose exact gradient each (estimator, terms) combination follows in expectation,
-#: keyed by (estimator, (score, pathwise)). ``E_q[k2]`` is the f-divergence with f = ½ log².
+#: keyed by (estimator, (score, pathwise)), for the uses that are on-policy or reweighted by ρ.
+#: ``E_q[k2]`` is the f-divergence with f = ½ log². For ``no_ratio_loss`` see :func:`followed_label`.
 FOLLOWED: dict[tuple[str, tuple[bool, bool]], str] = {
     ("k1", (False, True)): "0 (no gradient in expectation)",
     ("k2", (False, True)): "KL(q||p)",
@@ -129,6 +152,13 @@ FOLLOWED: dict[tuple[str, tuple[bool, bool]], str] = {
     ("k1", (True, True)): "KL(q||p)",
     ("k2", (True, True)): "E_q[k2]",
     ("k3", (True, True)): "KL(q||p)",
+}
+
+# What a loss on samples from a fixed μ, without a ratio, follows: E_μ[k(L_θ)] (μ fixed).
+_FOLLOWED_NO_RATIO: dict[str, str] = {
+    "k1": "E_mu[k1] = -KL(mu||q)+c",
+    "k2": "E_mu[k2]",
+    "k3": "E_mu[k3]",
 }
 
 
@@ -303,13 +333,68 @@ def _expected_k2(logits, ref_logits) -> float:
     return float(np.sum(np.exp(pair.log_q) * _k2(pair.log_ratio_table)))
 
 
-def followed_objective(logits, ref_logits, estimator: str, use) -> float:
+def expected_k2_gradient(logits, ref_logits) -> np.ndarray:
+    r"""The exact gradient in θ of :math:`\mathbb{E}_q[k_2] = \sum_x q_\theta(x)\,\tfrac12 L(x)^2`.
+
+    With :math:`\nabla q = q\,g` and :math:`\nabla L = -g`,
+    :math:`\nabla \sum_x q\,\tfrac12 L^2 = \mathbb{E}_q[(\tfrac12 L^2 - L)\,g]`, and for any f,
+    :math:`\mathbb{E}_q[f\,g] = q \odot (f - \mathbb{E}_q[f])`:
+
+    .. math:: \nabla_\theta \mathbb{E}_q[k_2] = q \odot \big(f(L) - \mathbb{E}_q[f(L)]\big),
+              \qquad f = k_2 + k_1 = \tfrac12 L^2 - L .
+
+    (The same form with f = -L is :func:`kl_qp_gradient`.) It is the expected gradient of ``ρ·k2``
+    with a differentiable ratio. Parameters and errors as in :func:`kl_qp`.
+
+    Returns
+    -------
+    ndarray, shape (V,)
+        Sums to zero.
+
+    Examples
+    --------
+    q uniform on two tokens, p = softmax(0, 1): f = (0.8124, -0.3077), so the gradient is ±0.28.
+
+    >>> np.round(expected_k2_gradient([0.0, 0.0], [0.0, 1.0]), 6)
+    array([ 0.280029, -0.280029])
+    """
+    pair = _pair(logits, ref_logits)
+    q = np.exp(pair.log_q)
+    log_ratio = pair.log_ratio_table
+    f = log_ratio * (0.5 * log_ratio - 1.0)
+    # Centring by the plain mean (not by E_q[k2] + KL) keeps Σ = 0 to rounding.
+    return q * (f - np.sum(q * f))
+
+
+def _no_ratio_objective(log_mu: np.ndarray, log_ratio: np.ndarray, estimator: str) -> float:
+    r""":math:`\mathbb{E}_\mu[k(L_\theta)] = \sum_x \mu\,k(L)` for a fixed μ (non-negative terms for k2, k3)."""
+    if estimator == "k1":
+        return float(-np.sum(np.exp(log_mu) * log_ratio))
+    if estimator == "k2":
+        return float(np.sum(np.exp(log_mu) * _k2(log_ratio)))
+    return float(np.sum(_weighted_k3(log_mu, log_ratio)))
+
+
+def _fixed_behaviour(use: GradientUse, log_q: np.ndarray, behaviour_logits, caller: str) -> np.ndarray:
+    """log μ for the objective functions: validated as for the gradients; required without a ratio."""
+    if not use.reweighted and behaviour_logits is None:
+        raise ValueError(
+            f"behaviour_logits is required by {caller} for use {use.name!r}: the objective E_mu[k] "
+            "depends on the sampling policy mu, which is held fixed while θ varies"
+        )
+    return _behaviour(use, log_q, behaviour_logits)
+
+
+def followed_objective(logits, ref_logits, estimator: str, use, *, behaviour_logits=None) -> float:
     r"""The function F(θ) whose exact gradient the given use of the estimator follows in expectation.
 
     From :math:`\nabla_\theta \mathbb{E}_q[k] = \underbrace{\mathbb{E}_q[k\,g]}_{\text{score}} +
     \underbrace{\mathbb{E}_q[\nabla_\theta k]}_{\text{pathwise}}`, with :math:`\mathbb{E}_q[k_1] =
     \mathbb{E}_q[k_3] = \mathrm{KL}(q\|p)`, the pathwise terms are :math:`0,\ \nabla\mathrm{KL}(q\|p),\
     \nabla\mathrm{KL}(p\|q)` for k1, k2, k3, and the score terms are the rest (see :data:`FOLLOWED`).
+    Without a ratio (``no_ratio_loss``, x ~ μ) the use follows
+    :math:`F(\theta) = \mathbb{E}_\mu[k(L_\theta)] = \sum_x \mu(x)\,k(L_\theta(x))` with μ fixed; for k1
+    that is :math:`\mathrm{KL}(\mu\|p) - \mathrm{KL}(\mu\|q_\theta)`.
     ``expected_gradient(...)`` equals ``∇ followed_objective(...)``; F is defined up to a constant.
 
     Parameters
@@ -319,6 +404,9 @@ def followed_objective(logits, ref_logits, estimator: str, use) -> float:
     estimator : {"k1", "k2", "k3"}
     use : str or GradientUse
         One of :data:`USES`.
+    behaviour_logits : array_like, shape (V,), optional
+        Logits of μ: required for ``no_ratio_loss``, accepted (and validated, not used) for the
+        reweighted off-policy uses, whose objective does not depend on μ.
 
     Returns
     -------
@@ -327,7 +415,8 @@ def followed_objective(logits, ref_logits, estimator: str, use) -> float:
     Raises
     ------
     TypeError, ValueError
-        For bad arrays (as in :func:`kl_qp`) or an unknown estimator or use.
+        For bad arrays (as in :func:`kl_qp`), an unknown estimator or use, ``behaviour_logits`` given
+        for an on-policy use, or missing for ``no_ratio_loss``.
 
     Examples
     --------
@@ -336,6 +425,10 @@ def followed_objective(logits, ref_logits, estimator: str, use) -> float:
     """
     estimator = _estimator(estimator)
     use = _use(use)
+    pair = _pair(logits, ref_logits)
+    log_mu = _fixed_behaviour(use, pair.log_q, behaviour_logits, "followed_objective")
+    if not use.reweighted:
+        return _no_ratio_objective(log_mu, pair.log_ratio_table, estimator)
     mean = {"k1": kl_qp, "k2": _expected_k2, "k3": kl_qp}[estimator]  # E_q[k]: ∇ = score + pathwise
     pathwise = {"k1": _zero_objective, "k2": kl_qp, "k3": kl_pq}[estimator]  # ∇ = E_q[∇_θ k]
     if use.score and use.pathwise:
@@ -343,6 +436,75 @@ def followed_objective(logits, ref_logits, estimator: str, use) -> float:
     if use.pathwise:
         return pathwise(logits, ref_logits)
     return mean(logits, ref_logits) - pathwise(logits, ref_logits)
+
+
+def followed_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logits=None) -> np.ndarray:
+    r"""The gradient of :func:`followed_objective` in closed form, assembled from the divergences' gradients.
+
+    For the on-policy and reweighted uses it combines :func:`kl_qp_gradient`, :func:`kl_pq_gradient`
+    and :func:`expected_k2_gradient` as :data:`FOLLOWED` says. Without a ratio, with
+    :math:`a = \mu \odot (-k'(L))` the gradient of :math:`\mathbb{E}_\mu[k(L_\theta)]` is
+    :math:`a - (\textstyle\sum_x a_x)\, q`:
+
+    .. math:: k_1:\ \mu - q = -\nabla\mathrm{KL}(\mu\|q),\qquad
+              k_2:\ -\mu\odot L + (\mu\cdot L)\,q,\qquad
+              k_3:\ \mu - \mu\odot r - \big(1 - \textstyle\sum_x \mu r\big)\,q ,
+
+    with :math:`\mu r = e^{\log\mu + L}` (no overflow where q underflows).
+    Computed without :func:`expected_gradient`'s per-token coefficients, so the two check each other.
+
+    Parameters, errors
+        As in :func:`followed_objective`.
+
+    Returns
+    -------
+    ndarray, shape (V,)
+
+    Examples
+    --------
+    >>> theta, ref = [0.0, 0.5, -0.5], [0.3, 0.0, 0.0]
+    >>> bool(np.allclose(followed_gradient(theta, ref, "k3", "loss"), kl_pq_gradient(theta, ref)))
+    True
+    """
+    estimator = _estimator(estimator)
+    use = _use(use)
+    pair = _pair(logits, ref_logits)
+    log_mu = _fixed_behaviour(use, pair.log_q, behaviour_logits, "followed_gradient")
+    q = np.exp(pair.log_q)
+    if not use.reweighted:
+        mu, log_ratio = np.exp(log_mu), pair.log_ratio_table
+        if estimator == "k1":
+            return mu - q
+        if estimator == "k2":
+            return -mu * log_ratio + float(np.dot(mu, log_ratio)) * q
+        # a = μ - μ r with μ r = μ p / q, scaled by e^-shift when μ r overflows (q ≪ μ p).
+        shift = max(0.0, float(np.max(log_mu + log_ratio)) - 700.0)
+        a = np.exp(log_mu - shift) - np.exp(log_mu + log_ratio - shift)
+        return _mean_gradient(q, a, shift)
+    zero = np.zeros_like(q)
+    mean = {"k1": kl_qp_gradient, "k2": expected_k2_gradient, "k3": kl_qp_gradient}[estimator]
+    pathwise = {"k1": None, "k2": kl_qp_gradient, "k3": kl_pq_gradient}[estimator]
+    pathwise_gradient = zero if pathwise is None else pathwise(logits, ref_logits)
+    if use.score and use.pathwise:
+        return mean(logits, ref_logits)
+    if use.pathwise:
+        return pathwise_gradient
+    return mean(logits, ref_logits) - pathwise_gradient
+
+
+def followed_label(estimator: str, use) -> str:
+    """A short name of the function each use of an estimator follows (see :func:`followed_objective`).
+
+    Examples
+    --------
+    >>> followed_label("k3", "loss"), followed_label("k1", "no_ratio_loss")
+    ('KL(p||q)', 'E_mu[k1] = -KL(mu||q)+c')
+    """
+    estimator = _estimator(estimator)
+    use = _use(use)
+    if not use.reweighted:
+        return _FOLLOWED_NO_RATIO[estimator]
+    return FOLLOWED[estimator, (use.score, use.pathwise)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,22 +535,55 @@ def _weighted_coefficient(log_weight: np.ndarray, log_ratio: np.ndarray, estimat
         value = -weight * np.expm1(log_ratio)
     bad = ~np.isfinite(value)
     if bad.any():
-        value[bad] = weight[bad] - np.exp(log_weight[bad] + log_ratio[bad])  # w - w·r without forming r
+        # w - w·r without forming r; -inf only if w·r itself overflows (no ratio, μ ≫ q: see _masses)
+        with np.errstate(over="ignore"):
+            value[bad] = weight[bad] - np.exp(log_weight[bad] + log_ratio[bad])
     return value
 
 
 def _prepare(logits, ref_logits, estimator, use, behaviour_logits):
-    """Validated (estimator, use, log q, log r, log μ), with log r = log p - log q to full precision."""
+    """Validated (estimator, use, log q, log r, log μ, log m-weight, log sample weight).
+
+    log r = log p - log q to full precision. The token's contribution to the mean is
+    m_x = μ_x c_x = exp(log m-weight)·(s k - d k'), and a sample's coefficient c_x carries
+    exp(log sample weight): ρ = q/μ for reweighted uses, 1 otherwise (so m_x has weight q or μ).
+    """
     estimator = _estimator(estimator)
     use = _use(use)
     pair = _pair(logits, ref_logits)
     log_mu = _behaviour(use, pair.log_q, behaviour_logits)
-    return estimator, use, pair.log_q, pair.log_ratio_table, log_mu
+    if use.reweighted:
+        log_mass, log_sample = pair.log_q, pair.log_q - log_mu
+    else:
+        log_mass, log_sample = log_mu, np.zeros_like(log_mu)
+    return estimator, use, pair.log_q, pair.log_ratio_table, log_mu, log_mass, log_sample
 
 
-def _mean_gradient(q: np.ndarray, weighted: np.ndarray) -> np.ndarray:
-    """Σ_x m_x (e_x - q) = m - (Σ m) q, for per-token masses m."""
-    return weighted - np.sum(weighted) * q
+def _masses(log_weight: np.ndarray, log_ratio: np.ndarray, estimator: str, score: bool,
+            pathwise: bool) -> tuple[np.ndarray, float]:
+    """Per-token masses m = w·(s k - d k') as (m·e^-shift, shift), shift = 0 unless some m overflows.
+
+    Only a weight that is not q can overflow: without a ratio, μ·(1 - r) for k3 where q ≪ μ·p·e^-709.
+    The coefficient is linear in w, so scaling the weights by e^-shift, with shift ≥ max log|m|
+    up to a factor 2 (|m| ≤ 2 w e^|L|), keeps every mass finite.
+    """
+    masses = _weighted_coefficient(log_weight, log_ratio, estimator, score, pathwise)
+    if np.isfinite(masses).all():
+        return masses, 0.0
+    shift = float(np.max(log_weight + np.abs(log_ratio)))
+    return _weighted_coefficient(log_weight - shift, log_ratio, estimator, score, pathwise), shift
+
+
+def _mean_gradient(q: np.ndarray, weighted: np.ndarray, log_scale: float = 0.0) -> np.ndarray:
+    """Σ_x m_x (e_x - q) = m - (Σ m) q, for per-token masses m = e^log_scale · weighted.
+
+    A scale beyond float64 gives ±inf where the exact result is non-zero (never 0·inf = NaN).
+    """
+    bracket = weighted - np.sum(weighted) * q
+    if log_scale == 0.0:
+        return bracket
+    with np.errstate(over="ignore"):
+        return np.where(bracket == 0.0, 0.0, bracket * np.exp(log_scale))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -401,9 +596,10 @@ def expected_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
     .. math:: \mathbb{E}_{x\sim\mu}\big[c(x)\, (e_x - q)\big]
               = \sum_x q(x)\,\big(s\,k(L_x) - d\,k'(L_x)\big)\,(e_x - q),
 
-    with s, d the score and pathwise switches of ``use`` (module docstring); importance weighting
-    makes the result independent of μ, which is accepted (and validated) only for symmetry with
-    :func:`gradient_moments`.
+    with s, d the score and pathwise switches of ``use`` (module docstring); for the reweighted uses
+    importance weighting makes the result independent of μ, which is accepted (and validated) only
+    for symmetry with :func:`gradient_moments`. Without a ratio (``no_ratio_loss``) the weight is
+    μ instead of q: :math:`\sum_x \mu(x)\,(-k'(L_x))\,(e_x - q)`, which depends on μ.
 
     Parameters
     ----------
@@ -413,9 +609,11 @@ def expected_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
         Logits (or log-probabilities) of the reference p; finite.
     estimator : {"k1", "k2", "k3"}
     use : str or GradientUse
-        One of ``"loss"``, ``"reward"``, ``"ratio_loss"``, ``"stopgrad_ratio_loss"``, ``"ratio_reward"``.
+        One of ``"loss"``, ``"reward"``, ``"ratio_loss"``, ``"stopgrad_ratio_loss"``, ``"ratio_reward"``,
+        ``"no_ratio_loss"``.
     behaviour_logits : array_like, shape (V,), optional
-        Logits of the behaviour policy μ for the off-policy uses; default μ = q.
+        Logits of the behaviour policy μ for the off-policy uses; default μ = q (the first step of an
+        epoch, where ``no_ratio_loss`` is ``loss``).
 
     Returns
     -------
@@ -436,16 +634,17 @@ def expected_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
     >>> expected_gradient([0.0, 0.0], [0.0, np.log(3.0)], "k3", "loss")
     array([ 0.25, -0.25])
     """
-    estimator, use, log_q, log_ratio, _ = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
-    weighted = _weighted_coefficient(log_q, log_ratio, estimator, use.score, use.pathwise)
-    return _mean_gradient(np.exp(log_q), weighted)
+    estimator, use, log_q, log_ratio, _, log_mass, _ = _prepare(logits, ref_logits, estimator, use,
+                                                                behaviour_logits)
+    masses, shift = _masses(log_mass, log_ratio, estimator, use.score, use.pathwise)
+    return _mean_gradient(np.exp(log_q), masses, shift)
 
 
 def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
                         behaviour_logits=None) -> np.ndarray:
     r"""The gradient in θ that autodiff returns for each sampled token: :math:`c(x)\,(e_x - q_\theta)`.
 
-    With :math:`w = \rho = q_\theta/\mu` for off-policy uses and 1 otherwise,
+    With :math:`w = \rho = q_\theta/\mu` for the reweighted off-policy uses and 1 otherwise,
     :math:`c(x) = w(x)\,(s\,k(L_x) - d\,k'(L_x))`. Averaging rows over tokens drawn from μ (q on-policy)
     estimates :func:`expected_gradient`.
 
@@ -477,7 +676,8 @@ def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
     >>> bool(np.allclose(a, b))
     True
     """
-    estimator, use, log_q, log_ratio, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
+    estimator, use, log_q, log_ratio, _, _, log_sample = _prepare(logits, ref_logits, estimator, use,
+                                                                  behaviour_logits)
     tokens = np.asarray(tokens)
     if tokens.dtype == np.bool_ or not np.issubdtype(tokens.dtype, np.integer):
         raise TypeError(f"tokens must be integer token indices, got dtype {tokens.dtype}")
@@ -485,7 +685,7 @@ def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
         raise ValueError(f"tokens must be one-dimensional, got shape {tokens.shape}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= log_q.size):
         raise ValueError(f"tokens must be indices in [0, {log_q.size}), got values outside")
-    coefficient = _weighted_coefficient(log_q - log_mu, log_ratio, estimator, use.score, use.pathwise)
+    coefficient = _weighted_coefficient(log_sample, log_ratio, estimator, use.score, use.pathwise)
     c = coefficient[tokens]
     gradients = -np.outer(c, np.exp(log_q))
     gradients[np.arange(tokens.size), tokens] += c
@@ -523,7 +723,8 @@ class GradientMoments:
 def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logits=None) -> GradientMoments:
     r"""Exact mean, per-logit variance and trace of the covariance of a per-sample gradient, by summation.
 
-    With :math:`m_x = q_x (s\,k - d\,k')(L_x)` (so :math:`c_x = m_x/\mu_x`) and samples x ~ μ,
+    With :math:`m_x = q_x (s\,k - d\,k')(L_x)` (:math:`\mu_x` instead of :math:`q_x` without a ratio;
+    :math:`c_x = m_x/\mu_x`) and samples x ~ μ,
 
     .. math:: \mathbb{E}[G] = m - (\textstyle\sum_x m_x)\, q,\qquad
               \mathbb{E}[G_j^2] = \frac{m_j^2}{\mu_j}(1 - 2q_j) + q_j^2 \sum_x \frac{m_x^2}{\mu_x},\qquad
@@ -553,14 +754,15 @@ def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logit
     >>> m.signal, m.trace_covariance
     (0.0, 0.5)
     """
-    estimator, use, log_q, log_ratio, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
+    estimator, use, log_q, log_ratio, log_mu, log_mass, _ = _prepare(logits, ref_logits, estimator, use,
+                                                                     behaviour_logits)
     q = np.exp(log_q)
-    weighted = _weighted_coefficient(log_q, log_ratio, estimator, use.score, use.pathwise)
-    mean = _mean_gradient(q, weighted)
+    weighted, shift = _masses(log_mass, log_ratio, estimator, use.score, use.pathwise)
+    mean = _mean_gradient(q, weighted, shift)
     with np.errstate(over="ignore"):
         # m²/μ = exp(2 log|m| - log μ): finite unless the variance itself overflows.
         with np.errstate(divide="ignore"):
-            log_abs = np.log(np.abs(weighted))
+            log_abs = np.log(np.abs(weighted)) + shift
         second = np.exp(2.0 * log_abs - log_mu)
         total = float(np.sum(second))
     if not math.isfinite(total):
@@ -643,13 +845,14 @@ def monte_carlo_gradient(logits, ref_logits, estimator: str, use, n: int, *, beh
     n = _positive_int(n, "n")
     if n < 2:
         raise ValueError(f"n must be at least 2 for a standard error, got {n}")
-    estimator, use, log_q, log_ratio, log_mu = _prepare(logits, ref_logits, estimator, use, behaviour_logits)
+    estimator, use, log_q, log_ratio, log_mu, _, log_sample = _prepare(logits, ref_logits, estimator, use,
+                                                                       behaviour_logits)
     rng = np.random.default_rng(rng)
     tokens = sample_categorical(np.exp(log_mu), n, rng)
     counts = np.bincount(tokens, minlength=log_q.size).astype(np.float64)
     freq = counts / n
     q = np.exp(log_q)
-    c = _weighted_coefficient(log_q - log_mu, log_ratio, estimator, use.score, use.pathwise)
+    c = _weighted_coefficient(log_sample, log_ratio, estimator, use.score, use.pathwise)
     mean = _mean_gradient(q, freq * c)
     # Per logit j: G_j(x) = c_x (δ_xj - q_j); its sample second moment from the counts.
     c2 = freq * c * c
@@ -798,7 +1001,8 @@ def fit_gaussian_policy(ref_logits, estimator: str, use, *, init=(0.0, 0.0), ste
 
     The preconditioner is the same positive-definite matrix for every use, so it sets the speed, not
     the destination: a run stops where the followed gradient vanishes. Off-policy uses sample from
-    the current policy (μ = q, ρ = 1 in value but differentiable), like the first step of PPO.
+    the current policy (μ = q, ρ = 1 in value but differentiable), like the first step of PPO; there
+    ``no_ratio_loss`` is ``loss``.
 
     Parameters
     ----------

@@ -27,7 +27,10 @@ from klviz.gradients import (
     USES,
     discretised_gaussian_logits,
     expected_gradient,
+    expected_k2_gradient,
     fit_gaussian_policy,
+    followed_gradient,
+    followed_label,
     followed_objective,
     gaussian_policy_kls,
     gradient_moments,
@@ -104,27 +107,49 @@ def assert_fd_close(actual, expected):
 
 
 # The claims of issue 6, written as the function each use follows (in the RL naming: KL(q||p) is the
-# reverse KL, KL(p||q) the forward one).
-def zero(theta, ref):
+# reverse KL, KL(p||q) the forward one). Every claim is a function of (theta, ref, behaviour); only the
+# loss on samples from mu without a ratio depends on mu.
+def zero(theta, ref, behaviour):
     return 0.0
+
+
+def on(f):
+    """A claim that does not depend on the behaviour policy."""
+    return lambda theta, ref, behaviour: f(theta, ref)
+
+
+def ref_no_ratio(estimator):
+    """E_mu[k(L_theta)] = sum_x mu(x) k(log p(x) - log q(x)), mu = softmax(behaviour) held fixed."""
+
+    def objective(theta, ref, behaviour):
+        log_q, log_p, log_mu = log_softmax(theta), log_softmax(ref), log_softmax(behaviour)
+        log_ratio = log_p - log_q
+        k = {"k1": -log_ratio, "k2": 0.5 * log_ratio**2, "k3": np.exp(log_ratio) - 1.0 - log_ratio}[estimator]
+        return float(np.sum(np.exp(log_mu) * k))
+
+    return objective
 
 
 CLAIMS = {
     ("k1", "loss"): zero,
-    ("k2", "loss"): ref_kl_qp,
-    ("k3", "loss"): ref_kl_pq,
-    ("k1", "reward"): ref_kl_qp,
-    ("k2", "reward"): lambda t, r: ref_expected_k2(t, r) - ref_kl_qp(t, r),  # bias: ∇E_q[k2] - 2∇KL(q||p)
-    ("k3", "reward"): lambda t, r: ref_kl_qp(t, r) - ref_kl_pq(t, r),  # bias: -∇KL(p||q)
-    ("k1", "ratio_loss"): ref_kl_qp,
-    ("k2", "ratio_loss"): ref_expected_k2,  # a surrogate: the f-divergence with f = ½ log², not KL
-    ("k3", "ratio_loss"): ref_kl_qp,
+    ("k2", "loss"): on(ref_kl_qp),
+    ("k3", "loss"): on(ref_kl_pq),
+    ("k1", "reward"): on(ref_kl_qp),
+    ("k2", "reward"): on(lambda t, r: ref_expected_k2(t, r) - ref_kl_qp(t, r)),  # bias: ∇E_q[k2] - 2∇KL(q||p)
+    ("k3", "reward"): on(lambda t, r: ref_kl_qp(t, r) - ref_kl_pq(t, r)),  # bias: -∇KL(p||q)
+    ("k1", "ratio_loss"): on(ref_kl_qp),
+    ("k2", "ratio_loss"): on(ref_expected_k2),  # a surrogate: the f-divergence with f = ½ log², not KL
+    ("k3", "ratio_loss"): on(ref_kl_qp),
     ("k1", "stopgrad_ratio_loss"): zero,
-    ("k2", "stopgrad_ratio_loss"): ref_kl_qp,
-    ("k3", "stopgrad_ratio_loss"): ref_kl_pq,
-    ("k1", "ratio_reward"): ref_kl_qp,
-    ("k2", "ratio_reward"): lambda t, r: ref_expected_k2(t, r) - ref_kl_qp(t, r),
-    ("k3", "ratio_reward"): lambda t, r: ref_kl_qp(t, r) - ref_kl_pq(t, r),
+    ("k2", "stopgrad_ratio_loss"): on(ref_kl_qp),
+    ("k3", "stopgrad_ratio_loss"): on(ref_kl_pq),
+    ("k1", "ratio_reward"): on(ref_kl_qp),
+    ("k2", "ratio_reward"): on(lambda t, r: ref_expected_k2(t, r) - ref_kl_qp(t, r)),
+    ("k3", "ratio_reward"): on(lambda t, r: ref_kl_qp(t, r) - ref_kl_pq(t, r)),
+    # no ratio, x ~ mu: the loss follows E_mu[k], which depends on mu; for k1 that is -KL(mu||q) + const
+    ("k1", "no_ratio_loss"): lambda t, r, b: -ref_kl_pq(t, b),
+    ("k2", "no_ratio_loss"): ref_no_ratio("k2"),
+    ("k3", "no_ratio_loss"): ref_no_ratio("k3"),
 }
 
 
@@ -148,6 +173,8 @@ def surrogate(estimator, use, token, theta, theta_old, ref, behaviour):
         return math.exp(log_q_old - log_mu) * k(log_p - log_q)
     if use == "ratio_reward":
         return math.exp(log_q - log_mu) * k(log_p - log_q_old)
+    if use == "no_ratio_loss":  # the same scalar as "loss"; only the sampling distribution differs
+        return k(log_p - log_q)
     raise AssertionError(use)
 
 
@@ -232,9 +259,10 @@ def test_expected_gradient_follows_claimed_objective(estimator, use, rng):
         theta, ref, behaviour = random_problem(rng)
         kwargs = {"behaviour_logits": behaviour} if USES[use].off_policy else {}
         got = expected_gradient(theta, ref, estimator, use, **kwargs)
-        assert_fd_close(got, central_difference(lambda t: CLAIMS[estimator, use](t, ref), theta))
+        assert_fd_close(got, central_difference(lambda t: CLAIMS[estimator, use](t, ref, behaviour), theta))
         # followed_objective (the library's statement of the claim) agrees too
-        assert_fd_close(got, central_difference(lambda t: followed_objective(t, ref, estimator, use), theta))
+        assert_fd_close(got, central_difference(lambda t: followed_objective(t, ref, estimator, use, **kwargs),
+                                                theta))
 
 
 @settings(max_examples=60, deadline=None)
@@ -249,7 +277,7 @@ def test_claims_hold_on_random_vocabularies(vocab, seed, estimator, use):
     kwargs = {"behaviour_logits": behaviour} if USES[use].off_policy else {}
     got = expected_gradient(theta, ref, estimator, use, **kwargs)
     assert abs(float(np.sum(got))) < 1e-12  # softmax gradients are blind to a common shift
-    assert_fd_close(got, central_difference(lambda t: CLAIMS[estimator, use](t, ref), theta))
+    assert_fd_close(got, central_difference(lambda t: CLAIMS[estimator, use](t, ref, behaviour), theta))
 
 
 def test_named_cases_in_words(rng):
@@ -281,7 +309,111 @@ def test_named_cases_in_words(rng):
 def test_followed_labels_cover_every_use():
     for estimator in ESTIMATORS:
         for use in USES.values():
-            assert (estimator, (use.score, use.pathwise)) in FOLLOWED
+            label = followed_label(estimator, use)
+            if use.reweighted:
+                assert label == FOLLOWED[estimator, (use.score, use.pathwise)]
+            else:
+                assert label.startswith(f"E_mu[{estimator}]")
+
+
+# --- the loss on samples from an older policy mu, without a ratio (PPO epochs with a KL loss) -----------
+
+
+def test_no_ratio_loss_in_words(rng):
+    """Written out from the derivation: sum_x mu(x) (-k'(L)) (e_x - q), by direct summation."""
+    theta, ref, behaviour = random_problem(rng, vocab=6)
+    q, p, mu = (np.exp(log_softmax(v)) for v in (theta, ref, behaviour))
+    scores = np.eye(6) - q
+    log_ratio = log_softmax(ref) - log_softmax(theta)
+    off = {"behaviour_logits": behaviour}
+    close = dict(rtol=0, atol=1e-14)
+    np.testing.assert_allclose(expected_gradient(theta, ref, "k1", "no_ratio_loss", **off), mu - q, **close)
+    np.testing.assert_allclose(expected_gradient(theta, ref, "k2", "no_ratio_loss", **off),
+                               (mu * -log_ratio) @ scores, **close)
+    np.testing.assert_allclose(expected_gradient(theta, ref, "k3", "no_ratio_loss", **off),
+                               (mu * (1.0 - p / q)) @ scores, **close)
+    # it is the on-policy loss gradient reweighted by mu/q = 1/rho, not by rho: biased unless mu = q
+    for estimator in ESTIMATORS:
+        on_policy = expected_gradient(theta, ref, estimator, "loss")
+        stale = expected_gradient(theta, ref, estimator, "no_ratio_loss", **off)
+        assert np.max(np.abs(stale - on_policy)) > 1e-3
+        at_q = expected_gradient(theta, ref, estimator, "no_ratio_loss", behaviour_logits=theta + 0.7)
+        np.testing.assert_allclose(at_q, on_policy, rtol=1e-12, atol=1e-14)
+        # ... and sg(rho) restores the on-policy target
+        np.testing.assert_allclose(expected_gradient(theta, ref, estimator, "stopgrad_ratio_loss", **off),
+                                   on_policy, rtol=1e-12, atol=1e-14)
+
+
+def test_no_ratio_k2_k3_vanish_at_the_reference_whatever_mu(rng):
+    """E_mu[k2] and E_mu[k3] are >= 0 and 0 at q = p for any full-support mu: the fixed point does not
+    move, the path does. E_mu[k1] = KL(mu||p) - KL(mu||q) has no minimum: its gradient mu - q is 0 only at q = mu."""
+    _, ref, behaviour = random_problem(rng, vocab=5)
+    off = {"behaviour_logits": behaviour}
+    for estimator in ("k2", "k3"):
+        assert np.max(np.abs(expected_gradient(ref + 0.3, ref, estimator, "no_ratio_loss", **off))) < 1e-15
+        assert followed_objective(ref, ref, estimator, "no_ratio_loss", **off) == 0.0
+    mu, p = np.exp(log_softmax(behaviour)), np.exp(log_softmax(ref))
+    np.testing.assert_allclose(expected_gradient(ref, ref, "k1", "no_ratio_loss", **off), mu - p, rtol=0, atol=1e-15)
+    assert np.max(np.abs(mu - p)) > 1e-2  # k1 still pulls at q = p: towards nothing but away from mu
+
+
+def test_no_ratio_k3_gradient_overflows_to_inf_not_nan():
+    """q puts e^-800 on the token where mu and p put most of their mass: mu·r = mu p / q is beyond float64,
+    so the exact gradient (about -1e347 on that logit, +1e347·q_j on the others) overflows to ±inf."""
+    theta, ref, behaviour = np.array([-800.0, 0.0, 0.0]), np.array([5.0, 0.0, 0.0]), np.array([5.0, 0.0, 0.0])
+    off = {"behaviour_logits": behaviour}
+    for grad in (expected_gradient(theta, ref, "k3", "no_ratio_loss", **off),
+                 followed_gradient(theta, ref, "k3", "no_ratio_loss", **off),
+                 gradient_moments(theta, ref, "k3", "no_ratio_loss", **off).mean):
+        np.testing.assert_array_equal(grad, [-np.inf, np.inf, np.inf])
+    moments = gradient_moments(theta, ref, "k3", "no_ratio_loss", **off)
+    assert moments.trace_covariance == math.inf
+    # a milder case stays finite and matches the written-out sum
+    theta = np.array([-30.0, 0.0, 0.0])
+    q, p, mu = (np.exp(log_softmax(v)) for v in (theta, ref, behaviour))
+    expected = (mu * (1.0 - p / q)) @ (np.eye(3) - q)
+    np.testing.assert_allclose(expected_gradient(theta, ref, "k3", "no_ratio_loss", **off), expected, rtol=1e-12)
+    np.testing.assert_allclose(followed_gradient(theta, ref, "k3", "no_ratio_loss", **off), expected, rtol=1e-12)
+
+
+# --- closed forms: ∇E_q[k2] and the gradient of every followed objective --------------------------------
+
+
+def mp_expected_k2_gradient(theta, ref):
+    """q ⊙ (f - E_q f), f = L²/2 - L, in 40 digits, rounded to float64."""
+    log_q, log_p = mp_log_softmax(theta), mp_log_softmax(ref)
+    f = [(y - x) ** 2 / 2 - (y - x) for x, y in zip(log_q, log_p)]
+    mean = MP.fsum(MP.exp(x) * fx for x, fx in zip(log_q, f))
+    return np.array([float(MP.exp(x) * (fx - mean)) for x, fx in zip(log_q, f)])
+
+
+def test_expected_k2_gradient_matches_finite_differences_and_mpmath(rng):
+    for _ in range(50):
+        theta, ref, _ = random_problem(rng, scale=2.0)
+        got = expected_k2_gradient(theta, ref)
+        assert_fd_close(got, central_difference(lambda t: ref_expected_k2(t, ref), theta))
+        np.testing.assert_allclose(got, mp_expected_k2_gradient(theta, ref), rtol=0,
+                                   atol=1e-14 * max(1.0, float(np.max(np.abs(got)))))
+    # close policies: the gradient is of order δ = 1e-8 and keeps ~1e-15 relative precision
+    theta, ref = close_policies(vocab=200)
+    expected = mp_expected_k2_gradient(theta, ref)
+    np.testing.assert_allclose(expected_k2_gradient(theta, ref), expected, rtol=0,
+                               atol=1e-14 * np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize("use", sorted(USES))
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_followed_gradient_is_the_gradient_of_followed_objective(estimator, use, rng):
+    for _ in range(10):
+        theta, ref, behaviour = random_problem(rng)
+        kwargs = {"behaviour_logits": behaviour} if USES[use].off_policy else {}
+        closed = followed_gradient(theta, ref, estimator, use, **kwargs)
+        assert_fd_close(closed, central_difference(lambda t: followed_objective(t, ref, estimator, use, **kwargs),
+                                                   theta))
+        assert_fd_close(closed, central_difference(lambda t: CLAIMS[estimator, use](t, ref, behaviour), theta))
+        # two computations of one number: per-token coefficients summed, and divergence gradients combined
+        np.testing.assert_allclose(closed, expected_gradient(theta, ref, estimator, use, **kwargs),
+                                   rtol=1e-11, atol=1e-14)
 
 
 # --- per-sample gradients: what autodiff returns for each token ---------------------------------------
@@ -540,6 +672,18 @@ def test_validation_messages():
         expected_gradient(good, good, "k1", "loss", behaviour_logits=good)
     with pytest.raises(ValueError, match="behaviour_logits must have the same length"):
         gradient_moments(good, good, "k1", "ratio_loss", behaviour_logits=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="behaviour_logits is required by followed_objective"):
+        followed_objective(good, good, "k2", "no_ratio_loss")
+    with pytest.raises(ValueError, match="behaviour_logits is required by followed_gradient"):
+        followed_gradient(good, good, "k3", "no_ratio_loss")
+    with pytest.raises(ValueError, match="behaviour_logits is only meaningful"):
+        followed_objective(good, good, "k2", "loss", behaviour_logits=good)
+    with pytest.raises(ValueError, match="behaviour_logits must be finite"):
+        followed_gradient(good, good, "k2", "no_ratio_loss", behaviour_logits=[np.nan, 0.0])
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        followed_label("k5", "loss")
+    with pytest.raises(ValueError, match="use must be one of"):
+        followed_gradient(good, good, "k1", "penalty")
     with pytest.raises(TypeError, match="tokens must be integer"):
         per_sample_gradient([0.5], good, good, "k1", "loss")
     with pytest.raises(ValueError, match=r"tokens must be indices in \[0, 2\)"):
@@ -564,5 +708,6 @@ def test_reprs_are_readable():
     moments = gradient_moments([0.0, 1.0], [1.0, 0.0], "k3", "loss")
     assert repr(moments).startswith("GradientMoments(k3 as loss:")
     assert "x ~ mu, rho = q/mu" in repr(USES["ratio_loss"])
+    assert "x ~ mu, no ratio" in repr(USES["no_ratio_loss"])
     path = fit_gaussian_policy(bimodal_reference(), "k2", "loss", init=(17.0, 1.0), steps=3)
     assert "3 steps" in repr(path)
