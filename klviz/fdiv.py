@@ -42,7 +42,8 @@ term is no larger than the remainder, and it gives the wrong coefficient (often 
 mean shift q = N(0, 1), p = N(μ, 1), :math:`m_3 = 3\mu^4 + O(\mu^6)` and :math:`m_4 = 3\mu^4 + O(\mu^6)` are
 of the same order, and
 
-.. math:: \frac{D_f}{\mathrm{KL}[q,p]} = f''(1) + \Big(\tfrac12 f''(1) + f'''(1) + \tfrac14 f''''(1)\Big)\mu^2 + O(\mu^4)
+.. math:: \frac{D_f}{\mathrm{KL}[q,p]}
+          = f''(1) + \Big(\tfrac12 f''(1) + f'''(1) + \tfrac14 f''''(1)\Big)\mu^2 + O(\mu^4)
 
 (derived, tabulated and checked in notebook 02; e.g. :math:`+\mu^2/4` for ½(log u)², :math:`-\mu^2/32` for
 squared Hellinger).

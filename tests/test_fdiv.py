@@ -680,7 +680,8 @@ def test_the_first_order_formula_gets_the_mean_shift_coefficient_wrong():
 
 @pytest.mark.parametrize("name", SMOOTH)
 def test_taylor_approximation_error_for_a_mean_shift(name):
-    # Documented: D_f / (½ f''(1) χ²) - 1 = (f'''(1) + f''''(1)/4)/f''(1) · μ² + O(μ⁴), with χ² = e^{μ²} - 1.
+    # Documented: D_f / (½ f''(1) χ²) - 1 = (f'''(1) + f''''(1)/4)/f''(1) · μ² + O(μ⁴),
+    # with χ² = e^{μ²} - 1.
     gen = GENERATORS[name]
     f2 = hand_derivative_at_1(name, 2)
     relative_error = sp.series(mean_shift_series(name) / (f2 / 2 * (sp.exp(MU**2) - 1)) - 1, MU, 0, 5).removeO()
