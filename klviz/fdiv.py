@@ -27,6 +27,26 @@ The Taylor argument (Schulman 2020; notebook 02): with :math:`r = 1 + \varepsilo
 :math:`\mathbb{E}_q[\varepsilon] = \int p - \int q = 0`, so
 :math:`D_f \approx \tfrac12 f''(1)\,\mathbb{E}_q[(r-1)^2] = \tfrac12 f''(1)\,\chi^2(p\|q)` —
 :func:`taylor_approximation`. Total variation is not differentiable at 1 and escapes the argument.
+For a smooth parametric family with q = p_0 and p = p_θ, :math:`r - 1 = \theta^\top\nabla_\theta\log p_\theta
++ O(|\theta|^2)` gives :math:`\chi^2 = \theta^\top F\theta + O(|\theta|^3)` with F the Fisher information at
+θ = 0, hence Schulman's form :math:`D_f \approx \tfrac12 f''(1)\,\theta^\top F\theta` (the same to this
+order with p and q exchanged).
+
+How fast the ratio converges depends on the pair as well as on f. With :math:`m_k = \mathbb{E}_q[(r-1)^k]`,
+
+.. math:: \frac{D_f}{\mathrm{KL}[q,p]} - f''(1) = \frac{f'''(1) + 2f''(1)}{3}\,\frac{m_3}{m_2} + O(\text{gap}^2),
+
+first order in the gap when the perturbation is skewed (:math:`m_3 \sim \text{gap}^3`; for q = N(0, 1),
+p = N(0, (1+δ)²), :math:`m_3/m_2 = 4\delta + O(\delta^2)`). When :math:`m_3` is itself of fourth order that
+term is no larger than the remainder, and it gives the wrong coefficient (often with the wrong sign): for the
+mean shift q = N(0, 1), p = N(μ, 1), :math:`m_3 = 3\mu^4 + O(\mu^6)` and :math:`m_4 = 3\mu^4 + O(\mu^6)` are
+of the same order, and
+
+.. math:: \frac{D_f}{\mathrm{KL}[q,p]}
+          = f''(1) + \Big(\tfrac12 f''(1) + f'''(1) + \tfrac14 f''''(1)\Big)\mu^2 + O(\mu^4)
+
+(derived, tabulated and checked in notebook 02; e.g. :math:`+\mu^2/4` for ½(log u)², :math:`-\mu^2/32` for
+squared Hellinger).
 
 Convexity. Every registry generator is convex on (0, ∞) except ½(log u)², which is convex only for
 u ≤ e (f'' = (1 - log u)/u²); it is still never negative, so E_q[k2] ≥ 0, and it is convex near 1,
@@ -66,7 +86,9 @@ sympy is imported on first use, not with ``import klviz``.
 
 References: I. Csiszár (1967), "Information-type measures of difference of probability distributions";
 S. M. Ali and S. D. Silvey (1966); J. Schulman, "Approximating KL Divergence" (2020),
-http://joschu.net/blog/kl-approx.html.
+http://joschu.net/blog/kl-approx.html (k2, f''(1), and the Fisher-information form); M. Shannon (2020),
+"Properties of f-divergences and f-GAN training", arXiv:2009.00757 (all f-divergences agree up to a scale
+factor between nearby distributions, for f strictly convex and twice continuously differentiable).
 """
 
 from __future__ import annotations
@@ -827,8 +849,21 @@ def taylor_approximation(pair: Pair, generator) -> float:
     :math:`\chi^2 = \mathbb{E}_q[r^2] - 1 = \mathrm{Var}_q(r)`, computed here without that
     subtraction (full relative precision at gaps of 1e-6 and below). When p does have mass there,
     :math:`\mathbb{E}_q[\varepsilon] = -P_p(q = 0) \ne 0`, the premise fails, χ² is infinite and so is
-    the approximation. Relative error O(gap) in general, O(gap²) when the perturbation is symmetric
-    (:math:`\mathbb{E}_q[\varepsilon^3]` of higher order, e.g. a Gaussian mean shift).
+    the approximation.
+
+    Accuracy. With :math:`m_k = \mathbb{E}_q[\varepsilon^k]`, the relative error is
+
+    .. math:: \frac{D_f}{\tfrac12 f''(1)\chi^2} - 1 = \frac{f'''(1)}{3 f''(1)}\,\frac{m_3}{m_2}
+              + \frac{f''''(1)}{12 f''(1)}\,\frac{m_4}{m_2} + \dots
+
+    (zero for Pearson χ², whose generator is the parabola). It is first order in the gap when the pair is
+    skewed, :math:`m_3 \sim \text{gap}^3` — for a Gaussian scale change :math:`\sigma_p = 1 + \delta`,
+    :math:`\tfrac43 \tfrac{f'''(1)}{f''(1)}\,\delta + O(\delta^2)` — and second order when :math:`m_3`
+    is of fourth order like :math:`m_4`: for a Gaussian mean shift both are :math:`3\mu^4 + O(\mu^6)`,
+    so the two terms enter together and the relative error is
+    :math:`\frac{f'''(1) + f''''(1)/4}{f''(1)}\,\mu^2 + O(\mu^4)` (:math:`-\mu^2/2` for KL). "Symmetric"
+    here is a property of the pair, not of the generator: a symmetric generator (Hellinger,
+    Jensen–Shannon) still has a first-order error for a scale change.
 
     Parameters
     ----------

@@ -615,3 +615,95 @@ def test_taylor_approximation_of_total_variation_is_refused():
 
 def test_taylor_approximation_with_infinite_chi_squared():
     assert taylor_approximation(GaussianPair(mu_p=0.0, sigma_p=2.0), "kl") == math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# How fast D_f / KL -> f''(1), and the accuracy of the Taylor approximation (module and
+# taylor_approximation docstrings; notebook 02)
+# --------------------------------------------------------------------------------------------------
+
+# The generators once more, hand-written in sympy (independent of the registry's strings).
+SYMPY_F = {
+    "kl": lambda u: -sp.log(u),
+    "reverse_kl": lambda u: u * sp.log(u),
+    "half_log_sq": lambda u: sp.log(u) ** 2 / 2,
+    "pearson": lambda u: (u - 1) ** 2,
+    "neyman": lambda u: (1 - u) ** 2 / u,
+    "hellinger": lambda u: (sp.sqrt(u) - 1) ** 2,
+    "jensen_shannon": lambda u: (u * sp.log(2 * u / (1 + u)) + sp.log(2 / (1 + u))) / 2,
+}
+MU = sp.Symbol("mu", positive=True)
+
+
+def mean_shift_series(name: str):
+    r"""E_q[f(r)] for q = N(0, 1), p = N(μ, 1), exact through μ⁶, by a route other than the moments
+    m_k = E_q[(r-1)^k] that the docstrings use: f(e^L) expanded in L = log r = μz - μ²/2 to order L⁶,
+    then averaged over z with E[z^k] = (k-1)!! (even k). E[L⁷] = O(μ⁸), so the truncation is exact there."""
+    L, z = sp.symbols("L z")
+    f_of_L = sp.series(SYMPY_F[name](sp.exp(L)), L, 0, 7).removeO()
+    poly = sp.Poly(sp.expand(f_of_L.subs(L, MU * z - MU**2 / 2)), z)
+    mean = sum(c * (sp.factorial2(k - 1) if k % 2 == 0 else 0) for (k,), c in poly.terms())
+    return sp.series(sp.expand(mean), MU, 0, 7).removeO()
+
+
+def hand_derivative_at_1(name: str, order: int):
+    u = sp.Symbol("u", positive=True)
+    return sp.simplify(sp.diff(SYMPY_F[name](u), u, order).subs(u, 1))
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_mean_shift_ratio_to_kl_has_the_documented_mu_squared_coefficient(name):
+    # D_f / KL = f''(1) + (f''(1)/2 + f'''(1) + f''''(1)/4) μ² + c₂ μ⁴ + O(μ⁶).
+    ratio = sp.expand(mean_shift_series(name) / (MU**2 / 2))
+    f2, c1, c2 = ratio.coeff(MU, 0), ratio.coeff(MU, 2), ratio.coeff(MU, 4)
+    gen = GENERATORS[name]
+    documented = gen.derivative_at_1(2) / 2 + gen.derivative_at_1(3) + gen.derivative_at_1(4) / 4
+    assert sp.simplify(f2 - gen.derivative_at_1(2)) == 0
+    assert sp.simplify(c1 - documented) == 0
+    # Against the exact divergence: the measured coefficient approaches c₁ as c₂ μ² predicts.
+    for mu in (0.02, 0.05):
+        pair = GaussianPair(mu_p=mu)
+        measured = (f_divergence(pair, name) / pair.kl() - float(f2)) / mu**2
+        assert abs(measured - float(c1) - float(c2) * mu**2) < 20 * mu**4
+
+
+def test_the_first_order_formula_gets_the_mean_shift_coefficient_wrong():
+    # (f''' + 2f'')/3 · m₃/m₂ with m₃/m₂ = 3μ² + O(μ⁴) predicts (f''' + 2f'')μ²: -1 for ½(log u)² and
+    # +1/4 for squared Hellinger, where the truth is +1/4 and -1/32.
+    for name, truth, first_order_only in (("half_log_sq", sp.Rational(1, 4), -1),
+                                           ("hellinger", sp.Rational(-1, 32), sp.Rational(1, 4))):
+        ratio = sp.expand(mean_shift_series(name) / (MU**2 / 2))
+        assert ratio.coeff(MU, 2) == truth
+        gen = GENERATORS[name]
+        assert gen.derivative_at_1(3) + 2 * gen.derivative_at_1(2) == first_order_only
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_taylor_approximation_error_for_a_mean_shift(name):
+    # Documented: D_f / (½ f''(1) χ²) - 1 = (f'''(1) + f''''(1)/4)/f''(1) · μ² + O(μ⁴),
+    # with χ² = e^{μ²} - 1.
+    gen = GENERATORS[name]
+    f2 = hand_derivative_at_1(name, 2)
+    relative_error = sp.series(mean_shift_series(name) / (f2 / 2 * (sp.exp(MU**2) - 1)) - 1, MU, 0, 5).removeO()
+    documented = (gen.derivative_at_1(3) + gen.derivative_at_1(4) / 4) / gen.derivative_at_1(2)
+    assert sp.simplify(relative_error.coeff(MU, 2) - documented) == 0
+    mu = 0.02
+    pair = GaussianPair(mu_p=mu)
+    measured = f_divergence(pair, name) / taylor_approximation(pair, name) - 1
+    assert abs(measured - float(relative_error.subs(MU, mu))) < 20 * mu**6 + 1e-12
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_first_order_coefficients_for_a_scale_change(name):
+    # σ_p = 1 + δ: D_f / (½ f''(1) χ²) - 1 ≈ (4/3)(f'''/f'') δ and D_f / KL - f'' ≈ (4/3)(f''' + 2f'') δ.
+    # The limits are extrapolated from δ = 1e-3 and 2e-3 (Richardson: the O(δ) term of e/δ cancels).
+    f2, f3 = (float(hand_derivative_at_1(name, k)) for k in (2, 3))
+    taylor_error, kl_error = {}, {}
+    for delta in (1e-3, 2e-3):
+        pair = GaussianPair(mu_p=0.0, sigma_p=1.0 + delta)
+        value = f_divergence(pair, name)
+        taylor_error[delta] = (value / taylor_approximation(pair, name) - 1) / delta
+        kl_error[delta] = (value / pair.kl() - f2) / delta
+    extrapolated = {key: 2 * d[1e-3] - d[2e-3] for key, d in (("taylor", taylor_error), ("kl", kl_error))}
+    assert extrapolated["taylor"] == pytest.approx(4 / 3 * f3 / f2, abs=1e-4)
+    assert extrapolated["kl"] == pytest.approx(4 / 3 * (f3 + 2 * f2), abs=1e-4)
