@@ -1,6 +1,8 @@
 """Token-level helpers: bfloat16 rounding, rounding to a precision, the naive k3, random policy pairs."""
 
 import math
+import struct
+from fractions import Fraction
 
 import mpmath
 import numpy as np
@@ -9,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from klviz import k3
-from klviz.tokens import PRECISIONS, naive_k3, perturbed_policy_pair, round_to_bfloat16, round_to_precision
+from klviz.tokens import (PRECISIONS, _correctly_rounded_exp, _round_exp, _round_float64, naive_k3, naive_k3_in_precision,
+                          perturbed_policy_pair, round_to_bfloat16, round_to_precision)
 
 
 def _bfloat16_reference(value: np.float32) -> float:
@@ -184,3 +187,135 @@ def test_perturbed_policy_pair():
 def test_perturbed_policy_pair_validation(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         perturbed_policy_pair(*args, **kwargs)
+
+
+# --- naive_k3_in_precision: every operation correctly rounded ------------------------------------------
+
+# (significand bits, exponent of the smallest normal, exponent of the largest binade + 1), from IEEE 754
+# (float32, float16) and bfloat16's definition (float32's exponent, 8 significant bits).
+_FORMAT_REFERENCE = {"float32": (24, -126, 128), "bfloat16": (8, -126, 128), "float16": (11, -14, 16)}
+
+
+def _round_exact(value: Fraction, precision: str) -> float:
+    """Nearest value of ``precision`` to an exact rational, ties to even, in integer arithmetic."""
+    bits, min_exponent, top = _FORMAT_REFERENCE[precision]
+    if value == 0:
+        return 0.0
+    sign, magnitude = (-1 if value < 0 else 1), abs(value)
+    exponent = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
+    while Fraction(2) ** (exponent - 1) > magnitude:      # 2^(exponent - 1) <= magnitude < 2^exponent
+        exponent -= 1
+    while Fraction(2) ** exponent <= magnitude:
+        exponent += 1
+    quantum = Fraction(2) ** (max(exponent, min_exponent + 1) - bits)
+    units = magnitude / quantum
+    whole = units.numerator // units.denominator
+    rest = units - whole
+    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and whole % 2 == 1):
+        whole += 1
+    result = whole * quantum
+    largest = (2 - Fraction(2) ** (1 - bits)) * Fraction(2) ** (top - 1)
+    return sign * (math.inf if result > largest else float(result))
+
+
+def _exp_exact(x: float) -> Fraction:
+    """e^x to 60 digits as an exact rational (closer to e^x than any float is to a rounding midpoint)."""
+    ctx = mpmath.MPContext()
+    ctx.dps = 60
+    value = ctx.exp(ctx.mpf(x))
+    return Fraction(int(value.man)) * Fraction(2) ** int(value.exp)
+
+
+def _values_and_midpoints(rng, precision: str) -> np.ndarray:
+    """Random magnitudes over the format's range, its subnormals, and exact midpoints and their
+    float64 neighbours (ties and near-ties), both signs."""
+    bits, min_exponent, top = _FORMAT_REFERENCE[precision]
+    random = rng.standard_normal(3000) * np.exp2(rng.uniform(min_exponent - bits, top, 3000))
+    grid = np.ldexp(rng.integers(2 ** (bits - 1), 2**bits, 1000).astype(float) + 0.5,
+                    rng.integers(min_exponent - bits + 1, top - bits, 1000))
+    near = np.concatenate([grid, np.nextafter(grid, 0), np.nextafter(grid, np.inf)])
+    smallest = 2.0 ** (min_exponent - bits + 1)          # the smallest subnormal
+    edges = np.array([0.0, -0.0, smallest, smallest / 2, smallest * 0.75, smallest / 4])
+    largest = float((2 - Fraction(2) ** (1 - bits)) * Fraction(2) ** (top - 1))
+    overflow = np.array([largest, largest + 2.0 ** (top - bits - 1), np.nextafter(largest + 2.0 ** (top - bits - 1), 0)])
+    values = np.concatenate([random, near, edges, overflow])
+    return np.concatenate([values, -values])
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_round_float64_is_correct_rounding(precision, rng):
+    values = _values_and_midpoints(rng, precision)
+    expected = np.array([_round_exact(Fraction(float(v)), precision) for v in values])
+    with np.errstate(over="ignore"):
+        out = _round_float64(values, precision)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(values))      # -0.0 and negative underflow keep the sign
+    if precision == "float32":      # independent: the hardware conversion
+        with np.errstate(over="ignore"):
+            np.testing.assert_array_equal(out, values.astype(np.float32).astype(np.float64))
+    if precision == "float16":      # independent: CPython's float -> binary16 packing
+        finite = np.abs(values) < 65520
+        packed = [struct.unpack("<e", struct.pack("<e", v))[0] for v in values[finite]]
+        np.testing.assert_array_equal(out[finite], packed)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_round_exp_does_not_depend_on_the_last_bits_of_exp(precision, rng):
+    bits, _, _ = _FORMAT_REFERENCE[precision]
+    # log-ratios of every size, and x = log(midpoint), whose e^x lies within a float64 ulp of a midpoint
+    x = np.concatenate([rng.uniform(-20.0, 11.0, 600), rng.standard_normal(600) * 1e-4])
+    midpoints = np.ldexp(rng.integers(2 ** (bits - 1), 2**bits, 300) + 0.5, rng.integers(-12, 8, 300) - bits)
+    x = np.concatenate([x, np.log(midpoints)])
+    expected = np.array([_round_exact(_exp_exact(float(v)), precision) for v in x])
+    crossed = False
+    for relative_error in (-(2.0**-51), 0.0, 2.0**-51):      # any exp within 2^-50 of e^x
+        with np.errstate(over="ignore"):
+            approx = np.exp(x) * (1.0 + relative_error)
+            np.testing.assert_array_equal(_round_exp(x, approx, precision), expected)
+            crossed |= bool(np.any(_round_float64(approx, precision) != expected))
+    # plain rounding of such an exp is wrong for some near-midpoint x: the exact decision was needed
+    assert crossed
+    np.testing.assert_array_equal(_correctly_rounded_exp(x, precision), expected)
+
+
+def _naive_k3_reference(x: float, precision: str) -> float:
+    x_rounded = _round_exact(Fraction(x), precision)
+    e = _round_exact(_exp_exact(x_rounded), precision)
+    if math.isinf(e):
+        return math.inf
+    d = _round_exact(Fraction(e) - 1, precision)
+    return _round_exact(Fraction(d) - Fraction(x_rounded), precision)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_naive_k3_in_precision_matches_exact_arithmetic(precision, rng):
+    x = np.concatenate([rng.choice([-1, 1], 800) * np.exp(rng.uniform(np.log(1e-9), np.log(1e-2), 800)),
+                        rng.uniform(-30.0, 12.0, 400), [0.0, -0.0, 1e-30, -1e-30, 88.0, 90.0, -200.0]])
+    expected = np.array([_naive_k3_reference(float(v), precision) for v in x])
+    out = naive_k3_in_precision(x, precision)
+    assert out.dtype == np.float64 and out.shape == x.shape
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_naive_k3_in_precision_close_policies_and_special_values():
+    # float32, x = 1e-4: e^x rounds to 1 + 839·2^-23, the subtraction is exact, then one rounding
+    x = np.float32(1e-4)
+    assert naive_k3_in_precision(x, "float32") == float(np.float32(839 * 2.0**-23 - float(x)))
+    assert naive_k3_in_precision(x, "float32").shape == ()
+    # float16 and bfloat16, |x| below half the spacing near 1: e^x rounds to 1 and the result is -x < 0
+    for precision, tiny in (("float16", 1e-4), ("bfloat16", 1e-3)):
+        assert naive_k3_in_precision([tiny], precision)[0] == -round_to_precision([tiny], precision)[0]
+    out = naive_k3_in_precision([np.inf, -np.inf, 0.0, 100.0, -200.0], "float16")
+    np.testing.assert_array_equal(out, [np.inf, np.inf, 0.0, np.inf, 199.0])  # e^100 overflows float16
+    np.testing.assert_array_equal(naive_k3_in_precision(np.ones((2, 3), dtype=np.int64), "bfloat16").shape, (2, 3))
+
+
+def test_naive_k3_in_precision_validation():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        naive_k3_in_precision([1.0], "float64")
+    with pytest.raises(TypeError, match="precision must be a string"):
+        naive_k3_in_precision([1.0], np.float32)
+    with pytest.raises(TypeError, match="logr must be real-valued"):
+        naive_k3_in_precision(["a"], "float32")
+    with pytest.raises(ValueError, match="logr contains NaN"):
+        naive_k3_in_precision([0.1, np.nan], "float16")
