@@ -1,9 +1,23 @@
 """klviz: exact and fast Monte Carlo estimators of KL divergence (k1, k2, k3), for teaching.
 
-Nothing happens at import: no figures, no sampling, no UI imports. See the notebooks for the story.
+Nothing happens at import: no figures, no sampling, no UI imports. See the notebooks for the story and
+CONTRIBUTING.md for where a new estimator, pair or notebook goes.
 """
 
-from klviz.estimators import ESTIMATORS, k1, k1_reverse, k2, k3, k3_reverse, k_lambda
+from klviz.estimators import (
+    ESTIMATORS,
+    TARGETS,
+    Estimator,
+    ExpPolynomial,
+    control_variate,
+    get_estimator,
+    k1,
+    k1_pq,
+    k2,
+    k3,
+    k3_pq,
+    k_lambda,
+)
 from klviz.exact import (
     ExactMoments,
     OptimalLambda,
@@ -15,12 +29,13 @@ from klviz.exact import (
 )
 from klviz.experiment import SeedTable, seed_table
 from klviz.montecarlo import MonteCarloEstimate, SimulationResult, simulate
-from klviz.pairs import CategoricalPair, GaussianPair, Pair, ScipyPair
+from klviz.pairs import CategoricalPair, GaussianPair, MarkovChainPair, Pair, ScipyPair
 from klviz.sequences import (
     SEQUENCE_ESTIMATORS,
-    MarkovChainPair,
+    SequenceEstimator,
     random_markov_chain_pair,
     sequence_estimates,
+    sequence_estimator,
     sequence_moments,
 )
 from klviz.tokens import naive_k3, perturbed_policy_pair, round_to_bfloat16, round_to_precision
@@ -42,55 +57,26 @@ from klviz.gradients import (
 )
 
 __all__ = [
-    "GradientMoments",
-    "MonteCarloGradient",
-    "PolicyPath",
-    "expected_gradient",
-    "expected_k2_gradient",
-    "fit_gaussian_policy",
-    "gradient_moments",
-    "kl_pq",
-    "kl_pq_gradient",
-    "kl_qp",
-    "kl_qp_gradient",
-    "monte_carlo_gradient",
-    "per_sample_gradient",
-    "GENERATORS",
-    "Generator",
-    "f_divergence",
-    "get_generator",
-    "taylor_approximation",
-    "SEQUENCE_ESTIMATORS",
-    "MarkovChainPair",
-    "random_markov_chain_pair",
-    "sequence_estimates",
-    "sequence_moments",
-    "naive_k3",
-    "perturbed_policy_pair",
-    "round_to_bfloat16",
-    "round_to_precision",
-    "ESTIMATORS",
-    "k1",
-    "k2",
-    "k3",
-    "k1_reverse",
-    "k3_reverse",
-    "k_lambda",
-    "Pair",
-    "GaussianPair",
-    "ScipyPair",
-    "CategoricalPair",
-    "ExactMoments",
-    "OptimalLambda",
-    "exact_moments",
-    "control_variate_moments",
-    "control_variate_variance",
-    "optimal_lambda",
-    "expected_r_squared",
-    "MonteCarloEstimate",
-    "SimulationResult",
-    "simulate",
-    "SeedTable",
-    "seed_table",
+    # estimators
+    "ESTIMATORS", "TARGETS", "Estimator", "ExpPolynomial", "control_variate", "get_estimator",
+    "k1", "k2", "k3", "k1_pq", "k3_pq", "k_lambda",
+    # pairs
+    "Pair", "GaussianPair", "ScipyPair", "CategoricalPair", "MarkovChainPair",
+    # exact moments
+    "ExactMoments", "OptimalLambda", "exact_moments", "control_variate_moments", "control_variate_variance",
+    "optimal_lambda", "expected_r_squared",
+    # Monte Carlo and the article's table
+    "MonteCarloEstimate", "SimulationResult", "simulate", "SeedTable", "seed_table",
+    # sequences
+    "SEQUENCE_ESTIMATORS", "SequenceEstimator", "sequence_estimator", "random_markov_chain_pair",
+    "sequence_estimates", "sequence_moments",
+    # precision and token pairs
+    "naive_k3", "perturbed_policy_pair", "round_to_bfloat16", "round_to_precision",
+    # f-divergences
+    "GENERATORS", "Generator", "f_divergence", "get_generator", "taylor_approximation",
+    # gradients
+    "GradientMoments", "MonteCarloGradient", "PolicyPath", "expected_gradient", "expected_k2_gradient",
+    "fit_gaussian_policy", "gradient_moments", "kl_pq", "kl_pq_gradient", "kl_qp", "kl_qp_gradient",
+    "monte_carlo_gradient", "per_sample_gradient",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

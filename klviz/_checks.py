@@ -70,3 +70,58 @@ def logits(values, name: str, *, zero_probability: bool) -> np.ndarray:
     if (arr == -np.inf).all():
         raise ValueError(f"{name} must give some token a positive probability; all logits are -inf")
     return arr
+
+
+#: The largest sample size klviz accepts: counts are int64 inside numpy.
+MAX_SAMPLES = 2**63 - 1
+
+
+def sample_size(value, name: str = "n", minimum: int = 1) -> int:
+    """A number of samples: an integer (not a bool) from ``minimum`` up to 2^63 - 1."""
+    value = integer(value, name, minimum)
+    if value > MAX_SAMPLES:
+        raise ValueError(f"{name} must be at most 2**63 - 1 (a count numpy can hold), got {value:.3g}")
+    return value
+
+
+def rng(value, name: str = "rng"):
+    """SPEC 7: None, an int seed (non-negative), a SeedSequence or a numpy.random.Generator -> a Generator."""
+    if value is None or isinstance(value, (np.random.Generator, np.random.SeedSequence)):
+        return np.random.default_rng(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be None, an int seed or a numpy.random.Generator, "
+                        f"got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative seed, got {value}")
+    return np.random.default_rng(int(value))
+
+
+def choice(value, name: str, options) -> str:
+    """One of the strings in ``options``."""
+    options = list(options)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {options}, got {type(value).__name__}")
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+def pair(value, name: str = "pair"):
+    """A :class:`klviz.Pair`."""
+    from klviz.pairs import Pair
+
+    if not isinstance(value, Pair):
+        raise TypeError(f"{name} must be a klviz pair (GaussianPair, ScipyPair, CategoricalPair or "
+                        f"MarkovChainPair), got {type(value).__name__}")
+    return value
+
+
+def real_array(values, name: str) -> np.ndarray:
+    """A float64 array of real numbers (no NaN; ±inf allowed)."""
+    arr = np.asarray(values)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} must not contain NaN")
+    return arr

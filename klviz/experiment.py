@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from klviz import _checks
+from klviz.estimators import get_estimators
 from klviz.exact import ExactMoments, exact_moments
 from klviz.montecarlo import MonteCarloEstimate, simulate
 from klviz.pairs import GaussianPair
@@ -35,6 +37,13 @@ ARTICLE = {
     0.1: {"k1": (0.0, 20.0), "k2": (0.002, 1.42), "k3": (0.0, 1.42)},
     1.0: {"k1": (0.0, 2.0), "k2": (0.25, 1.73), "k3": (0.0, 1.7)},
 }
+
+
+def _relative_std_text(exact: ExactMoments) -> str:
+    """stdev/true as printed: a number, '10^x' for a finite value beyond float64, or 'inf' (diverges)."""
+    if exact.var_overflows:
+        return f"10^{exact.log10_var / 2 - math.log10(exact.target):.1f}"
+    return f"{exact.relative_std:.5g}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class SeedTable:
                 lines.append(
                     f"{row.estimator:4}{row.monte_carlo.mean:>13.7g} ± {row.monte_carlo.stderr:<7.2g}"
                     f"{row.exact.mean:>11.7g}{row.mc_relative_bias:>12.5f} ± {row.mc_relative_bias_stderr:<7.2g}"
-                    f"{row.exact.relative_bias:>8.4g}{row.mc_relative_std:>12.5g}{row.exact.relative_std:>8.5g}"
+                    f"{row.exact.relative_bias:>8.4g}{row.mc_relative_std:>12.5g}{_relative_std_text(row.exact):>8}"
                 )
             article = [f"{row.estimator} {row.article[0]:g}/{row.article[1]:g}" for row in rows if row.article]
             if article:
@@ -116,14 +125,14 @@ class SeedTable:
             f"<td>{r.monte_carlo.mean:.7g} ± {r.monte_carlo.stderr:.2g}</td><td>{r.exact.mean:.7g}</td>"
             f"<td>{r.mc_relative_bias:.5f} ± {r.mc_relative_bias_stderr:.2g}</td>"
             f"<td>{r.exact.relative_bias:.6g}</td><td>{r.mc_relative_std:.5g}</td>"
-            f"<td>{r.exact.relative_std:.5g}</td>"
+            f"<td>{_relative_std_text(r.exact)}</td>"
             f"<td>{'' if r.article is None else f'{r.article[0]:g}, {r.article[1]:g}'}</td></tr>"
             for r in self.rows
         )
         return f"<table><thead>{head}</thead><tbody>{body}</tbody></table><p>n = {self.n:,}, seed = {self.seed}</p>"
 
 
-def seed_table(gaps=(0.1, 1.0), n: int = 10**7, rng=0, *, estimators=("k1", "k2", "k3"),
+def seed_table(gaps=(0.1, 1.0), n: int = 10**7, *, rng=0, estimators=("k1", "k2", "k3"),
                workers: int | None = None) -> SeedTable:
     r"""Reproduce the article's table: q = N(0, 1), p = N(gap, 1), n samples per gap.
 
@@ -158,9 +167,8 @@ def seed_table(gaps=(0.1, 1.0), n: int = 10**7, rng=0, *, estimators=("k1", "k2"
     >>> abs(row.z_score) < 4
     True
     """
-    if isinstance(estimators, str):
-        estimators = (estimators,)
-    gaps_array = np.asarray(gaps, dtype=np.float64)
+    records = get_estimators(estimators)
+    gaps_array = _checks.real_array(gaps, "gaps")
     if gaps_array.ndim > 1:
         raise ValueError(f"gaps must be a number or a flat sequence of numbers, got shape {gaps_array.shape}")
     gaps = [float(g) for g in np.atleast_1d(gaps_array)]
@@ -169,14 +177,14 @@ def seed_table(gaps=(0.1, 1.0), n: int = 10**7, rng=0, *, estimators=("k1", "k2"
     if any(g == 0 or not math.isfinite(g) for g in gaps):
         raise ValueError(f"gaps must be finite and non-zero (KL = 0 makes bias/true undefined), got {gaps}")
     seed = rng
-    rng = np.random.default_rng(rng)
+    rng = _checks.rng(rng)
     rows = []
     for gap, stream in zip(gaps, rng.spawn(len(gaps))):
         pair = GaussianPair(mu_p=gap)
-        kl = pair.kl()
-        result = simulate(pair, n, rng=stream, estimators=estimators, workers=workers)
-        for name in estimators:
-            rows.append(TableRow(gap, kl, exact_moments(pair, name), result[name],
-                                 ARTICLE.get(gap, {}).get(name)))
+        kl = pair.kl_qp()
+        result = simulate(pair, n, rng=stream, estimators=records, workers=workers)
+        for record in records:
+            rows.append(TableRow(gap, kl, exact_moments(pair, record), result[record.name],
+                                 ARTICLE.get(gap, {}).get(record.name)))
     shown = int(seed) if isinstance(seed, numbers.Integral) else (None if seed is None else "generator")
     return SeedTable(tuple(rows), n, shown)

@@ -580,10 +580,10 @@ def _checked_sum(results, what: str) -> float:
     A piece counts as converged by tanh-sinh's own verdict (:func:`klviz.exact._converged`) or when its
     error is negligible against the whole (a piece that is ~0, e.g. beyond a kink or next to a
     support edge, cannot reach a relative tolerance of its own) — the rule :mod:`klviz.exact` uses."""
-    from klviz.exact import _converged
+    from klviz import _quadrature
 
-    total = math.fsum(float(result.integral) for result in results)
-    if not all(_converged(result) or float(result.error) <= _RTOL * abs(total) for result in results):
+    total, converged = _quadrature.combine(results)
+    if not converged:
         raise ArithmeticError(
             f"quadrature did not converge for {what}: the integrand is too close to non-integrable "
             "for a reliable value"
@@ -616,9 +616,7 @@ def _scipy_divergence(pair: ScipyPair, numerics: _Numerics) -> float:
     integrated, so the p-mass there enters in closed form, :math:`\lim g(u)/u \cdot P_p(q = 0)`; the
     q-mass where p = 0 is integrated (log r = -∞ there, the integrand is g(0+)).
     """
-    from klviz.exact import _ScipyBackend
-
-    backend = _ScipyBackend(pair)
+    backend = pair  # the pair's own tail tests and quadrature
     q_outside = _mass_outside(pair.q, pair.p.support())  # q-mass where p = 0: weight g(0+)
     p_outside = _mass_outside(pair.p, pair.q.support())  # p-mass where q = 0: weight lim g(u)/u
     for mass, weight in ((q_outside, numerics.at_zero), (p_outside, numerics.per_mass_at_infinity)):

@@ -72,7 +72,8 @@ import numpy as np
 from klviz import _checks
 from klviz._sampling import sample_categorical
 from klviz.estimators import k2 as _k2
-from klviz.pairs import CategoricalPair, log_softmax, weighted_k3
+from klviz._kernels import log_softmax, weighted_k3
+from klviz.pairs import CategoricalPair
 
 __all__ = [
     "GradientUse",
@@ -265,13 +266,13 @@ def kl_qp(logits, ref_logits) -> float:
     >>> round(kl_qp([0.0, 0.0], [0.0, 1.0]), 6)
     0.120115
     """
-    return _pair(logits, ref_logits).kl()
+    return _pair(logits, ref_logits).kl_qp()
 
 
 def kl_pq(logits, ref_logits) -> float:
     r"""The exact forward (mass-covering) divergence :math:`\mathrm{KL}(p\|q_\theta) = \sum_x p(\log p - \log q)`.
 
-    Summed as :math:`\sum_x p\,k_3(\log q - \log p)` (:meth:`klviz.CategoricalPair.kl_reverse`), to full
+    Summed as :math:`\sum_x p\,k_3(\log q - \log p)` (:meth:`klviz.CategoricalPair.kl_pq`), to full
     relative precision. Parameters and errors as in :func:`kl_qp`.
 
     Examples
@@ -279,7 +280,7 @@ def kl_pq(logits, ref_logits) -> float:
     >>> round(kl_pq([0.0, 0.0], [0.0, 1.0]), 6)
     0.110944
     """
-    return _pair(logits, ref_logits).kl_reverse()
+    return _pair(logits, ref_logits).kl_pq()
 
 
 def kl_qp_gradient(logits, ref_logits) -> np.ndarray:

@@ -1,14 +1,14 @@
 r"""Streaming Monte Carlo: the estimators' sample means and standard deviations in bounded memory.
 
-``simulate(pair, n)`` draws n log-ratios chunk by chunk, evaluates every estimator on each chunk
-and keeps only per-chunk summaries (count, mean, sum of squared deviations), merged with the
-pairwise update of Chan, Golub & LeVeque (1979): exact two-pass statistics within a chunk, stable
-merging across chunks. Memory is a few chunks whatever n is (10^8 samples run in ~40 MB).
+``simulate(pair, n)`` draws n log-ratios chunk by chunk, evaluates every estimator on each chunk and
+keeps only per-chunk summaries (count, mean, sum of squared deviations), merged with the pairwise update
+of Chan, Golub & LeVeque (1979): exact two-pass statistics within a chunk, stable merging across chunks.
+Memory is a few chunks whatever n is, and chunks are made as they are needed (10^8 samples run in
+~40 MB; n = 10^15 would take days, not memory).
 
-Randomness follows SPEC 7: ``rng`` is ``None``, a seed or a ``numpy.random.Generator``; the chunks
-get independent child streams (SFC64 generators seeded by ``SeedSequence.spawn`` from ``rng``'s seed
-sequence), so the result depends on the seed and the chunk size only — not on how many threads did
-the work.
+Randomness follows SPEC 7: ``rng`` is ``None``, a seed or a ``numpy.random.Generator``; chunk i gets the
+i-th child stream (an SFC64 generator seeded by ``SeedSequence.spawn`` from ``rng``'s seed sequence), so
+the result depends on the seed and the chunk size only — not on how many threads did the work.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from klviz.estimators import get_estimator
-from klviz.pairs import Pair
+from klviz import _checks
+from klviz._results import Result, Shown
+from klviz.estimators import get_estimators
 
 __all__ = ["MonteCarloEstimate", "SimulationResult", "simulate", "DEFAULT_CHUNK_SIZE"]
 
@@ -32,8 +33,8 @@ __all__ = ["MonteCarloEstimate", "SimulationResult", "simulate", "DEFAULT_CHUNK_
 DEFAULT_CHUNK_SIZE = 2**16
 
 
-@dataclass(frozen=True)
-class MonteCarloEstimate:
+@dataclass(frozen=True, repr=False)
+class MonteCarloEstimate(Result):
     r"""The sample mean of one estimator over n draws, with its spread.
 
     ``std`` is the sample standard deviation (ddof = 1) of the per-sample values and ``stderr`` =
@@ -53,13 +54,13 @@ class MonteCarloEstimate:
     def var(self) -> float:
         return self.std**2
 
-    def __repr__(self) -> str:
-        return (f"MonteCarloEstimate({self.estimator}: mean={self.mean:.8g} ± {self.stderr:.2g}, "
-                f"std={self.std:.6g}, n={self.n})")
+    def _display_fields(self):
+        return [("estimator", self.estimator), ("n", self.n), ("mean", self.mean), ("stderr", self.stderr),
+                ("std", self.std)]
 
 
-@dataclass(frozen=True)
-class SimulationResult(Mapping):
+@dataclass(frozen=True, repr=False)
+class SimulationResult(Mapping, Result):
     """Monte Carlo estimates by estimator name: ``result["k3"].mean``; iterate for the names."""
 
     n: int
@@ -77,9 +78,10 @@ class SimulationResult(Mapping):
     def __len__(self) -> int:
         return len(self.estimates)
 
-    def __repr__(self) -> str:
-        inner = ", ".join(repr(v) for v in self.estimates.values())
-        return f"SimulationResult(n={self.n}, [{inner}])"
+    def _display_fields(self):
+        return [("n", self.n)] + [(name, Shown(f"{e.mean:.8g} ± {e.stderr:.2g}")) for name, e in self.estimates.items()]
+
+    __repr__ = Result.__repr__
 
 
 def _chunk_stats(values: np.ndarray) -> tuple[float, float]:
@@ -105,37 +107,37 @@ def _merge(count_a, mean_a, m2_a, count_b, mean_b, m2_b):
     return count, mean, m2
 
 
-def simulate(
-    pair: Pair,
-    n: int,
-    rng=None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    *,
-    estimators=("k1", "k2", "k3"),
-    workers: int | None = None,
-) -> SimulationResult:
+def _workers(workers) -> int:
+    if workers is None:
+        return min(2, os.cpu_count() or 1)
+    if isinstance(workers, (bool, np.bool_)) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    return int(workers)
+
+
+def simulate(pair, n: int, *, rng=None, chunk_size: int = DEFAULT_CHUNK_SIZE, estimators=("k1", "k2", "k3"),
+             workers: int | None = None) -> SimulationResult:
     r"""Monte Carlo estimates of KL from n samples x ~ q, streamed in chunks.
 
     For each estimator k, returns :math:`\bar k = \frac1n\sum_i k(\log r(x_i))`, the sample standard
-    deviation and the standard error :math:`s/\sqrt n`. Costs one normal draw plus a few vector
-    operations per sample for Gaussian pairs (~12 ns per sample on 2 cores); memory is bounded by
-    ``workers × chunk_size`` whatever n.
+    deviation and the standard error :math:`s/\sqrt n`. Memory is bounded by a few chunks whatever n
+    (for a :class:`~klviz.MarkovChainPair`, a chunk is ``chunk_size`` tokens' worth of sequences, and a
+    sequence is never stored whole).
 
     Parameters
     ----------
-    pair : Pair
-        The distributions: samples come from ``pair.q``.
+    pair : GaussianPair, ScipyPair, CategoricalPair or MarkovChainPair
+        The distributions: samples come from q.
     n : int
-        Number of samples; at least 2.
-    rng : None, int or numpy.random.Generator
-        Source of randomness; child streams are spawned from it, one per chunk.
+        Number of samples; from 2 to 2^63 - 1.
+    rng : {None, int, numpy.random.Generator}, optional
+        Source of randomness; chunk i uses the i-th child stream spawned from it.
     chunk_size : int
-        Samples per chunk.
-    estimators : sequence of str
-        Names from :data:`klviz.ESTIMATORS`.
+        Samples per chunk (the result depends on it, not on ``workers``).
+    estimators : str, Estimator or sequence of them
+        Names from :data:`klviz.ESTIMATORS` or :class:`~klviz.Estimator` records.
     workers : int, optional
-        Threads to use (numpy releases the GIL in sampling and ufuncs). Default: up to 2, the
-        number of cores. The result does not depend on it.
+        Threads to use (numpy releases the GIL in sampling and ufuncs). Default: up to 2.
 
     Returns
     -------
@@ -144,8 +146,12 @@ def simulate(
 
     Raises
     ------
-    TypeError, ValueError
-        For a non-integer or too small ``n`` or ``chunk_size``, or an unknown estimator.
+    TypeError
+        For a ``pair`` that is not a klviz pair, a non-integer ``n`` or ``chunk_size``, an ``rng`` that is
+        not None, an int or a Generator, or ``estimators`` that are not names or Estimators.
+    ValueError
+        For ``n`` < 2 or beyond 2^63 - 1, ``chunk_size`` < 1, an unknown or repeated estimator, or a bad
+        ``workers``.
 
     Examples
     --------
@@ -154,46 +160,47 @@ def simulate(
     >>> abs(result["k3"].mean - 0.5) < 4 * result["k3"].stderr
     True
     """
-    for name, value, minimum in (("n", n, 2), ("chunk_size", chunk_size, 1)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-        if value < minimum:
-            raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    if isinstance(estimators, str):
-        estimators = (estimators,)
-    specs = [get_estimator(e) for e in estimators]
-    if not specs:
-        raise ValueError("estimators must name at least one estimator")
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1)
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    rng = np.random.default_rng(rng)
+    pair = _checks.pair(pair)
+    n = _checks.sample_size(n, "n", 2)
+    chunk_size = _checks.integer(chunk_size, "chunk_size", 1)
+    records = get_estimators(estimators)
+    workers = _workers(workers)
+    seed_sequence = _checks.rng(rng).bit_generator.seed_seq
+    per_chunk = _checks.integer(pair.simulation_batch(chunk_size), "simulation_batch", 1)
+    chunks = -(-n // per_chunk)
 
-    n, chunk_size = int(n), int(chunk_size)
-    sizes = [chunk_size] * (n // chunk_size) + ([n % chunk_size] if n % chunk_size else [])
-    # One independent child stream per chunk, spawned from rng's SeedSequence; SFC64 is the fastest of
-    # numpy's bit generators (standard normals ~18% faster than the default PCG64 here).
-    streams = [np.random.Generator(np.random.SFC64(seed)) for seed in rng.bit_generator.seed_seq.spawn(len(sizes))]
+    def sizes() -> Iterator[int]:
+        for index in range(chunks):
+            yield per_chunk if index < chunks - 1 else n - per_chunk * (chunks - 1)
 
-    def run(index: int):
-        log_ratio = pair.sample_log_ratio(sizes[index], streams[index])
-        return [_chunk_stats(np.asarray(spec.function(log_ratio), dtype=np.float64)) for spec in specs]
+    def run(size: int, stream: np.random.Generator):
+        log_ratio = pair.sample_log_ratio(size, rng=stream)
+        return size, [_chunk_stats(np.asarray(record.value(log_ratio), dtype=np.float64)) for record in records]
 
-    if workers == 1 or len(sizes) == 1:
-        chunk_results = map(run, range(len(sizes)))
-        return _collect(specs, sizes, chunk_results, n)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # map keeps chunk order, so the merge (and the result) is the same for any number of workers.
-        return _collect(specs, sizes, pool.map(run, range(len(sizes))), n)
+    def streams(count: int) -> list[np.random.Generator]:
+        # The i-th child of the seed sequence, whenever it is spawned: SeedSequence.spawn counts.
+        # SFC64 is the fastest of numpy's bit generators (standard normals ~18% faster than PCG64 here).
+        return [np.random.Generator(np.random.SFC64(seed)) for seed in seed_sequence.spawn(count)]
 
-
-def _collect(specs, sizes, chunk_results, n) -> SimulationResult:
-    totals = [(0, 0.0, 0.0) for _ in specs]
-    for size, stats in zip(sizes, chunk_results):
-        totals = [_merge(*total, size, mean, m2) for total, (mean, m2) in zip(totals, stats)]
+    totals = [(0, 0.0, 0.0) for _ in records]
+    window = 4 * workers  # chunks in flight: bounded memory for any n
+    size_iter = sizes()
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and chunks > 1 else None
+    try:
+        while True:
+            batch = [size for _, size in zip(range(window), size_iter)]
+            if not batch:
+                break
+            jobs = list(zip(batch, streams(len(batch))))
+            results = pool.map(lambda job: run(*job), jobs) if pool else map(lambda job: run(*job), jobs)
+            for size, stats in results:  # in chunk order: the merge does not depend on the threads
+                totals = [_merge(*total, size, mean, m2) for total, (mean, m2) in zip(totals, stats)]
+    finally:
+        if pool is not None:
+            pool.shutdown()
     estimates = {
-        spec.name: MonteCarloEstimate(spec.name, n, mean, math.sqrt(m2 / (n - 1)) if math.isfinite(m2) else math.inf)
-        for spec, (_, mean, m2) in zip(specs, totals)
+        record.name: MonteCarloEstimate(record.name, n, mean,
+                                        math.sqrt(m2 / (n - 1)) if math.isfinite(m2) else math.inf)
+        for record, (_, mean, m2) in zip(records, totals)
     }
     return SimulationResult(n, estimates)

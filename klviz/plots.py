@@ -16,8 +16,8 @@ PALETTE = {
     "k1": "#0072B2",  # blue
     "k2": "#E69F00",  # orange
     "k3": "#009E73",  # bluish green
-    "k1_reverse": "#56B4E9",  # sky blue
-    "k3_reverse": "#CC79A7",  # reddish purple
+    "k1_pq": "#56B4E9",  # sky blue
+    "k3_pq": "#CC79A7",  # reddish purple
     "k_lambda": "#D55E00",  # vermillion
 }
 #: The colour of the true value (exact KL) wherever it is marked.

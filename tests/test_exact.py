@@ -13,8 +13,8 @@ e^{tm + t²v/2} and Stein's lemma E[e^{tL} h(L)] = E e^{tL} · E_{N(m + tv, v)}[
                                 Var = (2v² + 4m²v)/4 = μ⁴/2 + μ⁶/4
     k3 = e^L - 1 - L:           E = μ²/2,            Var = Var e^L + Var L - 2 Cov(e^L, L)
                                                          = (e^{μ²} - 1) + μ² - 2μ² = e^{μ²} - 1 - μ²
-    k1_reverse = e^L L:         E = m + v = μ²/2,    Var = e^{μ²}(μ² + (3μ²/2)²) - μ⁴/4
-    k3_reverse = e^L (L - 1) + 1:
+    k1_pq = e^L L:         E = m + v = μ²/2,    Var = e^{μ²}(μ² + (3μ²/2)²) - μ⁴/4
+    k3_pq = e^L (L - 1) + 1:
                                 E = μ²/2,            Var = e^{μ²}((3μ²/2 - 1)² + μ²) - (μ²/2 - 1)²
 
 General Gaussians: E_q[r²] = ∫ p²/q = σq² / (σp √(2σq² - σp²)) · exp((μp - μq)²/(2σq² - σp²)), infinite
@@ -49,14 +49,14 @@ from klviz import (
 
 MP = mpmath.MPContext()
 MP.dps = 80  # the unit-variance formulas cancel ~24 digits at gap 1e-6
-NAMES = ("k1", "k2", "k3", "k1_reverse", "k3_reverse")
+NAMES = ("k1", "k2", "k3", "k1_pq", "k3_pq")
 
 ESTIMATOR_FORMULAS = {
     "k1": lambda L: -L,
     "k2": lambda L: L * L / 2,
     "k3": lambda L: MP.expm1(L) - L,
-    "k1_reverse": lambda L: MP.exp(L) * L,
-    "k3_reverse": lambda L: MP.exp(L) * L - MP.expm1(L),
+    "k1_pq": lambda L: MP.exp(L) * L,
+    "k3_pq": lambda L: MP.exp(L) * L - MP.expm1(L),
 }
 
 
@@ -75,8 +75,8 @@ def unit_variance_moments(gap):
         "k1": (mu2 / 2, mu2),
         "k2": (mu2 / 2 + mu2**2 / 8, mu2**2 / 2 + mu2**3 / 4),
         "k3": (mu2 / 2, MP.expm1(mu2) - mu2),
-        "k1_reverse": (mu2 / 2, e * (mu2 + (3 * mu2 / 2) ** 2) - mu2**2 / 4),
-        "k3_reverse": (mu2 / 2, e * ((3 * mu2 / 2 - 1) ** 2 + mu2) - (mu2 / 2 - 1) ** 2),
+        "k1_pq": (mu2 / 2, e * (mu2 + (3 * mu2 / 2) ** 2) - mu2**2 / 4),
+        "k3_pq": (mu2 / 2, e * ((3 * mu2 / 2 - 1) ** 2 + mu2) - (mu2 / 2 - 1) ** 2),
     }
 
 
@@ -169,7 +169,7 @@ def test_general_gaussian_moments_match_quadrature(pair, name):
     assert close(moments.var, var, 1e-8)
 
 
-@pytest.mark.parametrize("name", ["k1", "k3", "k3_reverse"])
+@pytest.mark.parametrize("name", ["k1", "k3", "k3_pq"])
 def test_tiny_gap_with_unequal_variances_matches_quadrature(name):
     pair = GaussianPair(mu_p=1e-6, sigma_p=1.0 + 1e-6, mu_q=0.0, sigma_q=1.0)
     mean, var = quadrature_moments(pair, name, dps=40)
@@ -191,8 +191,8 @@ def test_general_gaussian_k1_k3_closed_forms(params):
     assert close(exact_moments(pair, "k1").var, var_l, 1e-8)
     assert close(exact_moments(pair, "k3").mean, kl_qp, 1e-10)
     assert close(exact_moments(pair, "k3").var, (r2 - 1) + var_l - 2 * (kl_qp + kl_pq), 1e-8)
-    assert close(exact_moments(pair, "k1_reverse").mean, kl_pq, 1e-10)
-    assert close(exact_moments(pair, "k3_reverse").target, kl_pq, 1e-10)
+    assert close(exact_moments(pair, "k1_pq").mean, kl_pq, 1e-10)
+    assert close(exact_moments(pair, "k3_pq").target, kl_pq, 1e-10)
     assert close(expected_r_squared(pair), r2, 1e-10)
 
 
@@ -202,14 +202,14 @@ def test_k1_k3_unbiased_for_random_gaussian_pairs(mu_p, sigma_p, mu_q, sigma_q):
     pair = GaussianPair(mu_p=mu_p, sigma_p=sigma_p, mu_q=mu_q, sigma_q=sigma_q)
     kl_qp, kl_pq, _, _ = gaussian_parts(mu_p, sigma_p, mu_q, sigma_q)
     if float(kl_qp) == 0:  # p = q, or a KL below the smallest double (mu_p = 1e-289 gives 1e-578)
-        assert pair.kl() == 0 and exact_moments(pair, "k3").mean == 0
+        assert pair.kl_qp() == 0 and exact_moments(pair, "k3").mean == 0
         return
     for name in ("k1", "k3"):
         moments = exact_moments(pair, name)
         assert close(moments.mean, kl_qp, 1e-10), name
-        assert close(moments.mean, pair.kl(), 1e-10), name
+        assert close(moments.mean, pair.kl_qp(), 1e-10), name
         assert close(moments.target, kl_qp, 1e-10), name
-    for name in ("k1_reverse", "k3_reverse"):
+    for name in ("k1_pq", "k3_pq"):
         assert close(exact_moments(pair, name).mean, kl_pq, 1e-10), name
     assert exact_moments(pair, "k2").var >= 0 and exact_moments(pair, "k3").var >= 0
 
@@ -227,13 +227,13 @@ def test_var_k3_boundary_sigma_p_squared_twice_sigma_q_squared():
     assert MP.mpf(sqrt2) ** 2 > 2 and MP.mpf(below_sqrt2) ** 2 < 2
     for sigma_p, sigma_q in ((sqrt2, 1.0), (2.0, below_sqrt2), (1.5, 1.0), (3.0, 1.0), (2.0, 1.0)):
         pair = GaussianPair(mu_p=0.0, sigma_p=sigma_p, sigma_q=sigma_q)
-        for name in ("k3", "k1_reverse", "k3_reverse"):
+        for name in ("k3", "k1_pq", "k3_pq"):
             var = exact_moments(pair, name).var
             assert var == math.inf and type(var) is float, (sigma_p, sigma_q, name)
         assert expected_r_squared(pair) == math.inf
         # the means, and k1/k2's variances (polynomials in z), stay finite
         assert math.isfinite(exact_moments(pair, "k3").mean)
-        assert math.isfinite(exact_moments(pair, "k1_reverse").mean)
+        assert math.isfinite(exact_moments(pair, "k1_pq").mean)
         assert math.isfinite(exact_moments(pair, "k1").var) and math.isfinite(exact_moments(pair, "k2").var)
     # just below the boundary: finite, large, and equal to the closed form
     for sigma_p, sigma_q in ((below_sqrt2, 1.0), (2.0, sqrt2), (1.41, 1.0), (1.4, 1.0), (1.3, 1.0)):
@@ -350,7 +350,7 @@ def enumerate_moments(p_logits, q_logits, name):
                 continue  # q never produces this token
             weights.append(MP.exp(lq))
             if lp is None:  # r = 0, log r = -inf
-                limit = {"k1": MP.inf, "k2": MP.inf, "k3": MP.inf, "k1_reverse": 0, "k3_reverse": 1}[name]
+                limit = {"k1": MP.inf, "k2": MP.inf, "k3": MP.inf, "k1_pq": 0, "k3_pq": 1}[name]
                 values.append(MP.mpf(limit))
             else:
                 values.append(ESTIMATOR_FORMULAS[name](lp - lq))
@@ -391,7 +391,7 @@ def test_categorical_targets():
     p_mass_outside = math.exp(0.5) / (1 + math.e + math.exp(0.5))
     assert k3.bias == pytest.approx(-p_mass_outside, rel=1e-12, abs=0)
     assert exact_moments(pair, "k1").bias == pytest.approx(0.0, abs=1e-15)
-    assert exact_moments(pair, "k3_reverse").target == math.inf
+    assert exact_moments(pair, "k3_pq").target == math.inf
 
 
 # --------------------------------------------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_control_variate_variance_against_enumeration():
         var = MP.fsum(MP.mpf(float(w)) * (v - mean) ** 2 for w, v in zip(q, values))
         assert close(control_variate_variance(pair, lam), var, 1e-9)
         moments = control_variate_moments(pair, lam)
-        assert close(moments.mean, mean, 1e-10) and close(moments.mean, pair.kl(), 1e-10)
+        assert close(moments.mean, mean, 1e-10) and close(moments.mean, pair.kl_qp(), 1e-10)
         assert close(moments.var, var, 1e-9)
     best = optimal_lambda(pair)
     grid = np.linspace(-1, 3, 40_001)
@@ -481,7 +481,7 @@ def test_control_variate_variance_validation():
 
 def test_exact_moments_validation():
     pair = GaussianPair(mu_p=1.0)
-    with pytest.raises(ValueError, match=r"estimator must be one of \['k1', 'k1_reverse', 'k2', 'k3', 'k3_reverse'\]"):
+    with pytest.raises(ValueError, match=r"estimator must be one of \['k1', 'k1_pq', 'k2', 'k3', 'k3_pq'\]"):
         exact_moments(pair, "k4")
     with pytest.raises(TypeError, match="estimator"):
         exact_moments(pair, 3)
@@ -522,7 +522,7 @@ def test_reverse_estimators_across_a_support_edge():
     # log r jumps to -inf at x = ±1 inside p's support; quadrature used to fail to converge there
     pair = ScipyPair(p=stats.norm(), q=stats.uniform(-1, 2))
     reference = mpmath.quad(lambda x: mpmath.npdf(x) * (mpmath.log(mpmath.npdf(x)) - mpmath.log(0.5)), [-1, 1])
-    assert close(exact_moments(pair, "k1_reverse").mean, reference, 1e-9)
+    assert close(exact_moments(pair, "k1_pq").mean, reference, 1e-9)
 
 
 def test_scipy_kl_needs_only_the_mean():
@@ -531,18 +531,18 @@ def test_scipy_kl_needs_only_the_mean():
     reference = mpmath.quad(lambda x: mpmath.exp(float(stats.t(4.05).logpdf(float(x))))
                             * float(stats.t(4.05).logpdf(float(x)) - stats.norm.logpdf(float(x))),
                             [-mpmath.inf, -20, 0, 20, mpmath.inf])
-    assert close(pair.kl(), reference, 1e-7)
+    assert close(pair.kl_qp(), reference, 1e-7)
 
 
-def test_k3_reverse_variance_diverges_for_a_heavier_p():
+def test_k3_pq_variance_diverges_for_a_heavier_p():
     # the tail test's magnitude cancelled to NaN for r log r - r at huge log r
-    assert exact_moments(ScipyPair(p=stats.t(5, loc=0.5), q=stats.norm()), "k3_reverse").var == math.inf
+    assert exact_moments(ScipyPair(p=stats.t(5, loc=0.5), q=stats.norm()), "k3_pq").var == math.inf
 
 
 def test_control_variate_moments_validates_and_keeps_the_bias():
     pair = CategoricalPair(p_logits=[0.0, 0.0, 0.0], q_logits=[0.0, 0.0, -np.inf])
     moments = control_variate_moments(pair, 1.0)
-    assert moments.mean == pytest.approx(pair.kl() - 1 / 3, rel=1e-14)  # k3 is biased by E[r - 1] = -1/3
+    assert moments.mean == pytest.approx(pair.kl_qp() - 1 / 3, rel=1e-14)  # k3 is biased by E[r - 1] = -1/3
     with pytest.raises(ValueError, match="lam must be finite"):
         control_variate_variance(GaussianPair(mu_p=1.0), math.inf)
     with pytest.raises(ValueError, match="lam must be a single number"):
@@ -554,7 +554,7 @@ def test_a_logpdf_that_underflows_in_the_far_tail_is_not_a_divergence():
     # read that as log r = -inf and called KL[q,p] infinite. KL = log 2 + E|x| - ½ log 2π - ½.
     pair = ScipyPair(p=stats.laplace(), q=stats.norm())
     kl = math.log(2) + math.sqrt(2 / math.pi) - 0.5 * math.log(2 * math.pi) - 0.5
-    assert close(pair.kl(), kl, 1e-10)
+    assert close(pair.kl_qp(), kl, 1e-10)
     assert close(exact_moments(pair, "k3").mean, kl, 1e-10)
 
 
@@ -566,6 +566,6 @@ def test_categorical_moments_where_q_underflows_and_r_overflows():
         lp = [MP.mpf(5), MP.mpf(0), MP.mpf(0)]
         zq, zp = MP.fsum(MP.exp(v) for v in lq), MP.fsum(MP.exp(v) for v in lp)
         kl = MP.fsum(MP.exp(a) / zq * ((a - MP.log(zq)) - (b - MP.log(zp))) for a, b in zip(lq, lp))
-    assert close(pair.kl(), kl, 1e-12)
+    assert close(pair.kl_qp(), kl, 1e-12)
     assert close(exact_moments(pair, "k3").mean, kl, 1e-12)
     assert close(exact_moments(pair, "k1").mean, kl, 1e-12)

@@ -500,7 +500,7 @@ def test_monte_carlo_matches_averaging_rows():
     from klviz.pairs import CategoricalPair
 
     mc = monte_carlo_gradient(theta, ref, "k3", "reward", 5000, rng=7)
-    tokens = CategoricalPair(p_logits=ref, q_logits=theta).sample(5000, np.random.default_rng(7))
+    tokens = CategoricalPair(p_logits=ref, q_logits=theta).sample(5000, rng=np.random.default_rng(7))
     rows = per_sample_gradient(tokens, theta, ref, "k3", "reward")
     np.testing.assert_allclose(mc.mean, rows.mean(axis=0), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(mc.stderr, rows.std(axis=0, ddof=1) / math.sqrt(5000), rtol=1e-8)

@@ -37,7 +37,7 @@ def test_palette_is_okabe_ito_and_distinct():
 def test_estimator_color():
     assert estimator_color("k3") == PALETTE["k3"]
     assert estimator_color("k_lambda(0.5)") == PALETTE["k_lambda"]
-    assert estimator_color("k1_reverse") == PALETTE["k1_reverse"]
+    assert estimator_color("k1_pq") == PALETTE["k1_pq"]
     with pytest.raises(ValueError, match=r"name must be one of .*'k4'"):
         estimator_color("k4")
 

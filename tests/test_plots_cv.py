@@ -166,12 +166,12 @@ def test_tangent_gap_forward_kl_is_k3():
 
 def test_tangent_gap_reverse_kl_label_colour_and_kwargs():
     fig, ax = plt.subplots()
-    tangent_gap(lambda r: r * np.log(r), 1.0, 2.0, ax=ax, label="k3_reverse", color=PALETTE["k3_reverse"],
+    tangent_gap(lambda r: r * np.log(r), 1.0, 2.0, ax=ax, label="k3_pq", color=PALETTE["k3_pq"],
                 linestyle=":")
     assert ax.lines[0].get_linestyle() == ":"
     segment = ax.lines[2]
-    assert to_hex(segment.get_color()) == PALETTE["k3_reverse"].lower()
-    assert ax.texts[0].get_text() == f"k3_reverse = {2 * math.log(2) - 1:.3g}"
+    assert to_hex(segment.get_color()) == PALETTE["k3_pq"].lower()
+    assert ax.texts[0].get_text() == f"k3_pq = {2 * math.log(2) - 1:.3g}"
     assert "slope f'(1) = 1" in ax.lines[1].get_label()
 
 

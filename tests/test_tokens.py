@@ -160,13 +160,13 @@ def test_perturbed_policy_pair():
     q, p = np.exp(pair.log_q), np.exp(pair.log_p)
     assert q.sum() == pytest.approx(1.0) and p.sum() == pytest.approx(1.0)
     exact = math.fsum(q * (np.log(q) - np.log(p)))
-    assert pair.kl() == pytest.approx(exact, rel=1e-9)
+    assert pair.kl_qp() == pytest.approx(exact, rel=1e-9)
     # second order: KL ≈ Var_q(log p - log q) / 2
     logr = pair.log_p - pair.log_q
     var_q = math.fsum(q * (logr - math.fsum(q * logr)) ** 2)
-    assert pair.kl() == pytest.approx(var_q / 2, rel=0.05)
+    assert pair.kl_qp() == pytest.approx(var_q / 2, rel=0.05)
     same = perturbed_policy_pair(10, 0.0, rng=1)
-    assert same.kl() == 0.0
+    assert same.kl_qp() == 0.0
     np.testing.assert_array_equal(perturbed_policy_pair(20, 0.1, rng=3).q_logits,
                                   perturbed_policy_pair(20, 0.1, rng=3).q_logits)
     # a numpy integer is an integer (validation returns a Python int)
