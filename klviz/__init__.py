@@ -33,12 +33,12 @@ from klviz.pairs import CategoricalPair, GaussianPair, MarkovChainPair, Pair, Sc
 from klviz.sequences import (
     SEQUENCE_ESTIMATORS,
     SequenceEstimator,
-    random_markov_chain_pair,
     sequence_estimates,
     sequence_estimator,
     sequence_moments,
 )
-from klviz.tokens import naive_k3, perturbed_policy_pair, round_to_bfloat16, round_to_precision
+from klviz.factories import perturbed_policy_pair, random_markov_chain_pair
+from klviz.precision import PRECISIONS, naive_k3, naive_k3_in_precision, round_to_bfloat16, round_to_precision
 from klviz.fdiv import GENERATORS, Generator, f_divergence, get_generator, taylor_approximation
 from klviz.gradients import (
     GradientMoments,
@@ -71,7 +71,8 @@ __all__ = [
     "SEQUENCE_ESTIMATORS", "SequenceEstimator", "sequence_estimator", "random_markov_chain_pair",
     "sequence_estimates", "sequence_moments",
     # precision and token pairs
-    "naive_k3", "perturbed_policy_pair", "round_to_bfloat16", "round_to_precision",
+    "PRECISIONS", "naive_k3", "naive_k3_in_precision", "round_to_bfloat16", "round_to_precision",
+    "perturbed_policy_pair", "random_markov_chain_pair",
     # f-divergences
     "GENERATORS", "Generator", "f_divergence", "get_generator", "taylor_approximation",
     # gradients

@@ -3,19 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
+_MAX_SAMPLES = 2**63 - 1
 
-def _positive_int(text: str) -> int:
+
+def _sample_count(text: str) -> int:
+    """An integer number of samples, written as 10000000 or 1e7, from 2 to 2^63 - 1."""
     try:
         value = int(text)
     except ValueError:
-        number = float(text)  # "1e8"; a ValueError here is reported by argparse as an invalid value
-        if not number.is_integer():  # "2.5e1", "1e400" (inf), "nan": not a whole number of samples
-            raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}") from None
+        try:
+            number = float(text)  # "1e8"
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number of samples such as 1000000 or 1e7, got {text!r}") from None
+        if not (math.isfinite(number) and number.is_integer()):  # "2.5e1", "1e400" (inf), "nan"
+            raise argparse.ArgumentTypeError(f"must be a whole number of samples, got {text!r}") from None
         value = int(number)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}")
+    if not 2 <= value <= _MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be between 2 and 2^63 - 1, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
+def _gap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if value == 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite and non-zero (KL = 0 leaves bias/true undefined), got {text}")
+    return value
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
 
 
@@ -26,18 +63,20 @@ def main(argv: list[str] | None = None) -> int:
         "table",
         help="reproduce the article's table: q = N(0,1), p = N(gap,1), Monte Carlo beside exact values",
     )
-    table.add_argument("--n", type=_positive_int, default=10**7, help="samples per gap (default 10^7; 1e8 works)")
-    table.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    table.add_argument("--gaps", type=float, nargs="+", default=[0.1, 1.0], help="mean gaps (default 0.1 1)")
-    table.add_argument("--workers", type=int, default=None, help="threads (default: up to 2)")
+    table.add_argument("--n", type=_sample_count, default=10**7, metavar="N",
+                       help="samples per gap (default 10^7; 1e8 works)")
+    table.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed, >= 0 (default 0)")
+    table.add_argument("--gaps", type=_gap, nargs="+", default=[0.1, 1.0], metavar="GAP",
+                       help="mean gaps (default 0.1 1)")
+    table.add_argument("--workers", type=_workers, default=None, metavar="W", help="threads (default: up to 2)")
     args = parser.parse_args(argv)
 
     from klviz.experiment import seed_table
 
     try:
         result = seed_table(gaps=args.gaps, n=args.n, rng=args.seed, workers=args.workers)
-    except ValueError as error:
-        parser.error(str(error))
+    except (TypeError, ValueError) as error:
+        table.error(str(error))
     sys.stdout.write(result.to_text())
     return 0
 

@@ -28,7 +28,7 @@ def format_value(value) -> str:
         value = float(value)
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        return f"{value:.6g}"
+        return f"{value + 0.0:.6g}"  # + 0.0: no "-0"
     if isinstance(value, str):
         return repr(value)
     return str(value)

@@ -98,7 +98,7 @@ class SeedTable:
         """A plain-text table (84 columns), 4+ significant digits, one block per gap."""
         lines = []
         header = (f"{'':4}{'MC mean ± s.e.':>22}{'exact':>11}{'bias/true MC ± s.e.':>22}"
-                  f"{'exact':>8}{'std/true MC':>12}{'exact':>8}")
+                  f"{'exact':>8}{'std/true MC':>12}{'exact':>10}")
         for gap in dict.fromkeys(row.gap for row in self.rows):
             rows = [row for row in self.rows if row.gap == gap]
             lines.append(f"q = N(0,1), p = N({gap:g},1): KL[q,p] = {rows[0].kl:.6g} exactly; "
@@ -108,7 +108,7 @@ class SeedTable:
                 lines.append(
                     f"{row.estimator:4}{row.monte_carlo.mean:>13.7g} ± {row.monte_carlo.stderr:<7.2g}"
                     f"{row.exact.mean:>11.7g}{row.mc_relative_bias:>12.5f} ± {row.mc_relative_bias_stderr:<7.2g}"
-                    f"{row.exact.relative_bias:>8.4g}{row.mc_relative_std:>12.5g}{_relative_std_text(row.exact):>8}"
+                    f"{row.exact.relative_bias:>8.4g}{row.mc_relative_std:>12.5g}{_relative_std_text(row.exact):>10}"
                 )
             article = [f"{row.estimator} {row.article[0]:g}/{row.article[1]:g}" for row in rows if row.article]
             if article:

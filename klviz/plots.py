@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PALETTE", "TRUE_KL_COLOR", "estimator_color", "histogram_estimators", "mark_value"]
+__all__ = ["PALETTE", "EXTRA_COLORS", "TRUE_KL_COLOR", "estimator_color", "estimator_label", "histogram_estimators",
+           "mark_value"]
 
 #: Okabe–Ito colours (colour-blind safe), one per estimator, the same in every figure.
 PALETTE = {
@@ -24,12 +25,60 @@ PALETTE = {
 TRUE_KL_COLOR = "#000000"
 
 
-def estimator_color(name: str) -> str:
-    """The palette colour for an estimator name (``k_lambda(0.5)`` maps to ``k_lambda``)."""
+#: Colours for estimators outside :data:`PALETTE` (user-defined ones), picked by a stable hash of the name:
+#: the rest of Okabe–Ito plus two greys, so an estimator keeps its colour from one figure to the next.
+EXTRA_COLORS = ("#F0E442", "#999999", "#882255", "#44AA99", "#555555")
+
+
+def estimator_color(estimator) -> str:
+    """The palette colour of an estimator (a name or an :class:`~klviz.Estimator`).
+
+    Built-ins have fixed colours (``k_lambda(0.5)`` takes ``k_lambda``'s); any other estimator gets one of
+    :data:`EXTRA_COLORS`, the same every time for the same name.
+
+    Raises
+    ------
+    TypeError
+        If ``estimator`` is neither a string nor an Estimator.
+
+    Examples
+    --------
+    >>> estimator_color("k3")
+    '#009E73'
+    >>> estimator_color("my_k3") == estimator_color("my_k3")
+    True
+    """
+    import zlib
+
+    from klviz.estimators import Estimator
+
+    name = estimator.name if isinstance(estimator, Estimator) else estimator
+    if not isinstance(name, str):
+        raise TypeError(f"estimator must be a name or an Estimator, got {type(estimator).__name__}")
     base = name.split("(")[0]
-    if base not in PALETTE:
-        raise ValueError(f"name must be one of {sorted(PALETTE)}, got {name!r}")
-    return PALETTE[base]
+    if base in PALETTE:
+        return PALETTE[base]
+    return EXTRA_COLORS[zlib.crc32(name.encode()) % len(EXTRA_COLORS)]
+
+
+def estimator_label(estimator) -> str:
+    r"""The plot label of an estimator: its record's ``label`` (math) for a name in :data:`klviz.ESTIMATORS` or an
+    :class:`~klviz.Estimator`, else the string itself.
+
+    Examples
+    --------
+    >>> print(estimator_label("k3"))
+    $k_3 = (r - 1) - \log r$
+    """
+    from klviz.estimators import ESTIMATORS, Estimator
+
+    if isinstance(estimator, Estimator):
+        return estimator.display_label
+    if isinstance(estimator, str) and estimator in ESTIMATORS:
+        return ESTIMATORS[estimator].display_label
+    if isinstance(estimator, str):
+        return estimator
+    raise TypeError(f"estimator must be a name or an Estimator, got {type(estimator).__name__}")
 
 
 def _axes(ax):

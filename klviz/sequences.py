@@ -42,7 +42,6 @@ __all__ = [
     "SequenceEstimator",
     "SEQUENCE_ESTIMATORS",
     "sequence_estimator",
-    "random_markov_chain_pair",
     "sequence_estimates",
     "sequence_moments",
 ]
@@ -128,57 +127,6 @@ def _check_pair(pair) -> MarkovChainPair:
     return pair
 
 
-def random_markov_chain_pair(vocab_size: int, length: int, perturbation: float, *,
-                             logit_scale: float = 1.0, rng=None) -> MarkovChainPair:
-    r"""A random pair of Markov chains: p's logits are q's plus Gaussian noise of size ``perturbation``.
-
-    .. math:: z^q \sim N(0, \sigma^2),\qquad z^p = z^q + \delta\,\varepsilon,\ \varepsilon \sim N(0, 1),
-
-    elementwise for the initial logits (V,) and the transition logits (V, V), with
-    :math:`\sigma` = ``logit_scale`` and :math:`\delta` = ``perturbation``. Each step's KL is then about
-    :math:`\delta^2/2` times (1 - the conditional's collision probability), so the sequence KL grows
-    roughly linearly in T.
-
-    Parameters
-    ----------
-    vocab_size : int
-        V, the number of states; at least 1.
-    length : int
-        T; at least 1.
-    perturbation : float
-        :math:`\delta \ge 0`; 0 gives p = q.
-    logit_scale : float, default 1.0
-        Spread of q's logits; larger is more peaked (more deterministic) transitions.
-    rng : None, int or numpy.random.Generator
-
-    Returns
-    -------
-    MarkovChainPair
-
-    Raises
-    ------
-    TypeError, ValueError
-        For a non-integer or too small ``vocab_size``/``length``, or a negative or non-finite scale.
-
-    Examples
-    --------
-    >>> pair = random_markov_chain_pair(4, 8, 0.0, rng=0)
-    >>> pair.kl_qp()
-    0.0
-    """
-    vocab_size = _checks.integer(vocab_size, "vocab_size", 1)
-    length = _checks.integer(length, "length", 1)
-    perturbation = _checks.non_negative(perturbation, "perturbation")
-    logit_scale = _checks.non_negative(logit_scale, "logit_scale")
-    rng = _checks.rng(rng)
-    shape = (vocab_size, vocab_size)
-    q_initial = logit_scale * rng.standard_normal(vocab_size)
-    q_transition = logit_scale * rng.standard_normal(shape)
-    p_initial = q_initial + perturbation * rng.standard_normal(vocab_size)
-    p_transition = q_transition + perturbation * rng.standard_normal(shape)
-    return MarkovChainPair(p_initial, p_transition, q_initial, q_transition, length)
-
-
 def sequence_estimates(pair: MarkovChainPair, tokens, estimators=tuple(SEQUENCE_ESTIMATORS)) -> dict[str, np.ndarray]:
     r"""Per-sequence values of sequence-KL estimators at sampled sequences.
 
@@ -207,6 +155,7 @@ def sequence_estimates(pair: MarkovChainPair, tokens, estimators=tuple(SEQUENCE_
 
     Examples
     --------
+    >>> from klviz.factories import random_markov_chain_pair
     >>> pair = random_markov_chain_pair(3, 4, 0.5, rng=1)
     >>> values = sequence_estimates(pair, pair.sample(5, rng=2), ["token_k1", "token_k3"])
     >>> sorted(values), values["token_k3"].shape
@@ -259,6 +208,7 @@ def sequence_moments(pair: MarkovChainPair, estimator) -> ExactMoments:
 
     Examples
     --------
+    >>> from klviz.factories import random_markov_chain_pair
     >>> pair = random_markov_chain_pair(4, 16, 0.3, rng=0)
     >>> m = sequence_moments(pair, "token_k3")
     >>> m.mean == pair.kl_qp(), m.bias

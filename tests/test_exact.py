@@ -569,3 +569,45 @@ def test_categorical_moments_where_q_underflows_and_r_overflows():
     assert close(pair.kl_qp(), kl, 1e-12)
     assert close(exact_moments(pair, "k3").mean, kl, 1e-12)
     assert close(exact_moments(pair, "k1").mean, kl, 1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 10: finite values beyond float64, biases without cancellation, clear errors
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_finite_variance_beyond_float64_keeps_its_magnitude():
+    # Var k3 at gap μ = 30 is e^{900} - 1 - 900 ≈ 10^390.865: finite, but beyond float64
+    moments = exact_moments(GaussianPair(mu_p=30.0), "k3")
+    assert moments.var == math.inf and moments.var_overflows and not moments.var_diverges
+    assert moments.log10_var == pytest.approx(900 / math.log(10), rel=1e-12)
+    assert "beyond float64" in repr(moments)
+    divergent = exact_moments(GaussianPair(mu_p=0.0, sigma_p=2.0), "k3")  # σ_p² ≥ 2σ_q²
+    assert divergent.var == math.inf and divergent.var_diverges and not divergent.var_overflows
+
+
+@pytest.mark.parametrize("gap", [1e-7, 1e-4, 0.1])
+def test_k2_bias_at_small_gaps_is_exact(gap):
+    # bias = μ⁴/8 exactly, relative bias μ²/4: was 2.524e-15 instead of 2.5e-15 at gap 1e-7
+    moments = exact_moments(GaussianPair(mu_p=gap), "k2")
+    assert moments.bias == pytest.approx(gap**4 / 8, rel=1e-12)
+    assert moments.relative_bias == pytest.approx(gap**2 / 4, rel=1e-12)
+    assert exact_moments(GaussianPair(mu_p=gap), "k3").bias == 0.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mu_p=0.0, sigma_p=1e-300), "sigma_q / sigma_p must lie in"),
+    (dict(mu_p=0.0, sigma_q=1e-200), "sigma_q / sigma_p must lie in"),
+    (dict(mu_p=1e160), r"\|mu_q - mu_p\| / sigma_p must be at most"),
+])
+def test_gaussian_pairs_beyond_float64_are_refused_clearly(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianPair(**kwargs)
+
+
+@pytest.mark.parametrize("bad", [None, "N(0,1)", 3.0])
+def test_exact_functions_name_the_pair(bad):
+    for function in (exact_moments, optimal_lambda, expected_r_squared):
+        args = (bad, "k1") if function is exact_moments else (bad,)
+        with pytest.raises(TypeError, match="pair must be a klviz pair"):
+            function(*args)

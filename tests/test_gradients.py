@@ -650,7 +650,7 @@ def test_validation_messages():
     good = [0.0, 1.0]
     with pytest.raises(ValueError, match="estimator must be one of"):
         expected_gradient(good, good, "k4", "loss")
-    with pytest.raises(TypeError, match="estimator must be a name"):
+    with pytest.raises(TypeError, match="estimator must be an Estimator or a name"):
         expected_gradient(good, good, 3, "loss")
     with pytest.raises(ValueError, match="use must be one of"):
         expected_gradient(good, good, "k1", "penalty")

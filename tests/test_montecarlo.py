@@ -209,3 +209,48 @@ def test_divergent_kl_gives_inf_for_any_chunk_size(chunk_size):
     pair = CategoricalPair(p_logits=[-np.inf, 0.0, 0.0], q_logits=[-3.0, 0.0, 0.0])
     result = simulate(pair, 1000, rng=0, chunk_size=chunk_size, workers=1)
     assert result["k1"].mean == math.inf and result["k1"].std == math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 10: clear errors, and chunk streams made as they are needed
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: simulate(None, 1000), TypeError, "pair must be a klviz pair"),
+    (lambda: simulate(GaussianPair(mu_p=1.0), 1000, rng=np.random.RandomState(0)), TypeError,
+     "rng must be None, an int seed or a numpy.random.Generator, got RandomState"),
+    (lambda: simulate(GaussianPair(mu_p=1.0), 1000, rng=-1), ValueError, "rng must be a non-negative seed"),
+    (lambda: simulate(GaussianPair(mu_p=1.0), 1000, estimators=None), TypeError, "estimators must be"),
+    (lambda: simulate(GaussianPair(mu_p=1.0), 10**40), ValueError, r"n must be at most 2\*\*63 - 1"),
+    (lambda: simulate(GaussianPair(mu_p=1.0), 1000, estimators=("k1", "k1")), ValueError, "must not repeat"),
+])
+def test_clear_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_streams_are_spawned_as_chunks_are_needed():
+    # Before: every chunk's generator (~1 KB each) was made up front, 810 MB at n = 10^11.
+    spawned = []
+
+    class CountingSeedSequence(np.random.SeedSequence):
+        def spawn(self, count):
+            spawned.append(count)
+            return super().spawn(count)
+
+    rng = np.random.Generator(np.random.PCG64(CountingSeedSequence(0)))
+    simulate(GaussianPair(mu_p=1.0), 100 * 64, rng=rng, chunk_size=64, workers=2)
+    assert sum(spawned) == 100 and max(spawned) <= 8
+
+
+def test_results_do_not_depend_on_workers_or_on_streams_being_lazy():
+    pair = GaussianPair(mu_p=0.7, sigma_p=1.2)
+    one = simulate(pair, 50_000, rng=11, chunk_size=1000, workers=1)
+    two = simulate(pair, 50_000, rng=11, chunk_size=1000, workers=2)
+    # the same as drawing every chunk from the i-th child spawned at once
+    children = np.random.default_rng(11).bit_generator.seed_seq.spawn(50)
+    logr = np.concatenate([pair.sample_log_ratio(1000, rng=np.random.Generator(np.random.SFC64(c))) for c in children])
+    for name in ("k1", "k2", "k3"):
+        assert one[name].mean == two[name].mean
+    assert one["k1"].mean == pytest.approx(float(np.mean(-logr)), rel=1e-13)

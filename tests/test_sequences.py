@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from klviz import simulate
+from klviz.factories import random_markov_chain_pair
 from klviz.sequences import (
     SEQUENCE_ESTIMATORS,
     MarkovChainPair,
-    random_markov_chain_pair,
     sequence_estimates,
     sequence_moments,
 )

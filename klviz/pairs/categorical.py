@@ -287,4 +287,18 @@ class CategoricalPair(Pair):
         return float(logsumexp(log_terms)) / math.log(10.0)
 
     def _f_divergence(self, numerics) -> float:
-        return numerics.categorical_divergence(self)
+        r"""Exact sum :math:`\sum q\,g(r)` with the pair's own log r (from logit differences, full relative
+        precision as p -> q), each term formed in log space where q underflows and g overflows (q_logits =
+        [0, 800]: 0 · inf otherwise), plus Csiszár's terms for mass where one distribution vanishes."""
+        log_ratio, log_q = self.support_log_ratio, self.log_q[self._support]
+        both = log_ratio > -np.inf
+        terms = list(numerics.times_weight(log_ratio[both], log_q[both]))
+        q_only = float(np.sum(np.exp(log_q[~both])))
+        p_only = -self._mean_r_minus_1()
+        if q_only > 0.0:
+            terms.append(q_only * numerics.at_zero)
+        if p_only > 0.0:
+            terms.append(p_only * numerics.per_mass_at_infinity)
+        if any(math.isinf(t) for t in terms):
+            return math.inf
+        return math.fsum(terms)

@@ -61,6 +61,27 @@ def _frozen_continuous(dist, name: str):
     return dist
 
 
+def _mass_edge(tail, guess: float, median: float) -> float:
+    """The end of the mass next to ``guess`` (an extreme quantile), for a distribution whose CDF goes on
+    periodically beyond its mass (scipy's von Mises): the float where the tail mass turns negative, by
+    bisection — so two such distributions on the same interval get the same end (-π), not two quantiles a
+    few ulp apart."""
+    outward = -1.0 if guess < median else 1.0
+    inside, outside = guess, guess + outward * 1e-6 * max(1.0, abs(guess))
+    with np.errstate(all="ignore"):
+        if not (tail(inside) >= 0 and tail(outside) < 0):
+            return guess
+        for _ in range(200):
+            middle = 0.5 * (inside + outside)
+            if middle in (inside, outside):
+                break
+            if tail(middle) >= 0:
+                inside = middle
+            else:
+                outside = middle
+    return float(inside)
+
+
 def _log_weight(under: str):
     """log of the split weight as a function of L: -log(1 + r²) under q, log r - log(1 + r²) under p."""
     if under == "q":
@@ -170,9 +191,9 @@ class ScipyPair(Pair):
             with np.errstate(all="ignore"):
                 far_low, far_high = median - 1e50, median + 1e50
                 if low == -math.inf and dist.pdf(far_low) > 1e-300 and not 0 < dist.cdf(far_low) < 1:
-                    low = float(dist.ppf(1e-300))
+                    low = _mass_edge(dist.cdf, float(dist.ppf(1e-300)), median)
                 if high == math.inf and dist.pdf(far_high) > 1e-300 and not 0 < dist.sf(far_high) < 1:
-                    high = float(dist.isf(1e-300))
+                    high = _mass_edge(dist.sf, float(dist.isf(1e-300)), median)
             out[under] = (low, high)
         return out
 
@@ -392,19 +413,32 @@ class ScipyPair(Pair):
 
     @staticmethod
     def _edge_remainder(func, cut: float, dist, upper: bool, x_far: float) -> float:
-        r""":math:`\int_0^{u_c} G(u)\,du` beyond the last resolvable point, for :math:`G \propto u^\beta`:
-        :math:`u_c G(u_c)/(1 + \beta)`, β from G at :math:`u_c` and a thousand ulps farther in (β > -1 once
-        the tail test has passed)."""
+        r""":math:`\int_0^{u_c} G(u)\,du` beyond the last resolvable point :math:`u_c`, from G at three points
+        going inward (:math:`u_c` and 10 and 1000 times farther from the end in x).
+
+        Near a finite end the integrand on the quantile scale behaves like :math:`a + b \log u` (a log-ratio
+        of two power-law densities) or :math:`c\,u^\beta` (β > -1 once the tail test has passed): both models
+        are fitted to the outer two points, the one that predicts the middle point better is used, and its
+        integral from 0 is added: :math:`u_c (a + b(\log u_c - 1))` or :math:`u_c G(u_c)/(1 + \beta)`."""
+        end = x_far + (16e3 * np.spacing(abs(x_far)) if upper else -16e3 * np.spacing(abs(x_far)))
+        x_mid = end + (x_far - end) / 1000 * 10
         with np.errstate(all="ignore"):
+            u_mid = float(dist.sf(x_mid) if upper else dist.cdf(x_mid))
             u_far = float(dist.sf(x_far) if upper else dist.cdf(x_far))
-            g = np.asarray(func(np.array([cut, u_far])), dtype=np.float64)
-        if not (np.all(np.isfinite(g)) and g[0] != 0.0):
+            g = np.asarray(func(np.array([cut, u_mid, u_far])), dtype=np.float64)
+        if not (np.all(np.isfinite(g)) and u_far > u_mid > cut > 0):
             return 0.0
-        if g[1] != 0.0 and np.sign(g[0]) == np.sign(g[1]) and u_far > cut:
-            beta = math.log(abs(g[1] / g[0])) / math.log(u_far / cut)
+        log_u = np.log([cut, u_mid, u_far])
+        b = (g[2] - g[0]) / (log_u[2] - log_u[0])
+        a = g[0] - b * log_u[0]
+        log_model = (a + b * log_u[1], cut * (a + b * (log_u[0] - 1.0)))
+        if g[0] != 0 and g[2] != 0 and np.sign(g[0]) == np.sign(g[2]):
+            beta = min(max(math.log(g[2] / g[0]) / (log_u[2] - log_u[0]), -0.99), 10.0)
+            power_model = (g[0] * math.exp(beta * (log_u[1] - log_u[0])), cut * g[0] / (1.0 + beta))
         else:
-            beta = 0.0
-        return cut * float(g[0]) / (1.0 + min(max(beta, -0.99), 10.0))
+            power_model = (math.nan, math.nan)
+        candidates = [m for m in (log_model, power_model) if math.isfinite(m[0])]
+        return min(candidates, key=lambda m: abs(m[0] - g[1]))[1] if candidates else 0.0
 
     def _noise_integral(self, dist, upper: bool, pieces, under: str, noise_of) -> float:
         """∫ |rounding error of the integrand| du on the pieces, by 48-point Gauss–Legendre."""
@@ -423,9 +457,10 @@ class ScipyPair(Pair):
         return total
 
     def _integrate_x(self, integrand, log_abs, under: str, extra=()) -> float:
-        r"""The fallback on the x scale, for integrands too close to non-integrable on the quantile scale
-        (a power-law tail barely integrable, e.g. x⁴ under t(4.01)): tanh-sinh between break points and
-        geometric steps out to 1e8 scales, plus each infinite tail beyond in closed form for its measured
+        r"""The fallback on the x scale, for integrands too close to non-integrable on the quantile scale:
+        tanh-sinh between break points over the whole line; if that fails too (a power-law tail barely
+        integrable, e.g. x⁴ under t(4.01)), between break points and geometric steps out to 1e8 scales,
+        plus each infinite tail beyond in closed form for its measured
         power law, :math:`\int_X^\infty C x^{-\alpha} = X f(X)/(\alpha - 1)` (corrections O(X⁻²))."""
         loc, scale = self._scales[under]
         low, high = self._supports[under]
@@ -443,7 +478,15 @@ class ScipyPair(Pair):
             values[ok] = np.where(np.isfinite(v), v, 0.0)
             return values
 
+        plain = sorted({low, loc, high} | {x for x in (*self._break_points, *extra) if low < x < high})
+        total, converged = _quadrature.combine(_quadrature.tanhsinh_pieces(func_x, plain))
+        if converged:
+            return total
         reach = 1e8
+        power_law = [side for side, end in ((-1, low), (1, high)) if math.isinf(end)
+                     and np.all(func_x(np.array([loc + side * scale * reach])) != 0.0)]
+        if not power_law:  # nothing reaches 1e8 scales: splitting out there cannot help
+            _quadrature.raise_unconverged(repr(self))
         steps = scale * np.logspace(0, 8, 9)
         edges = {loc} | {x for x in (*self._break_points, *extra) if low < x < high}
         tails = 0.0
@@ -593,5 +636,81 @@ class ScipyPair(Pair):
             self._cache[key] = ((a, b), self._expect([(a, mean_a), (b, mean_b)]))
         return outside + self._cache[key][1]
 
+    # --- f-divergences (klviz.fdiv) -----------------------------------------------------------------------
     def _f_divergence(self, numerics) -> float:
-        return numerics.scipy_divergence(self)
+        r""":math:`\mathbb{E}_q[g/(1+r^2)] + \mathbb{E}_p[g/(r+1/r)]` plus Csiszár's term for p-mass where q = 0.
+
+        Both parts go through this pair's tail tests (divergence decided first) and quadrature. Where log r
+        is NaN (x outside q's support) nothing is integrated, so the p-mass there enters in closed form,
+        :math:`\lim g(u)/u \cdot P_p(q = 0)`; the q-mass where p = 0 is integrated (log r = -∞ there, the
+        integrand is g(0+)). Generators with a kink at 1 (total variation) are integrated across it.
+        """
+        q_outside = self._q_mass_outside_p()  # q-mass where p = 0: weight g(0+)
+        p_outside = -self._mean_r_minus_1()  # p-mass where q = 0: weight lim g(u)/u
+        for mass, weight in ((q_outside, numerics.at_zero), (p_outside, numerics.per_mass_at_infinity)):
+            if mass > 0.0 and math.isinf(weight):
+                return math.inf
+        log_abs = {side: _log_abs_part(numerics, side) for side in ("q", "p")}
+        if not all(self._converges(log_abs[side], under=side) for side in ("q", "p")):
+            return math.inf
+        total = p_outside * numerics.per_mass_at_infinity if p_outside > 0.0 else 0.0
+        for side in ("q", "p"):
+            if numerics.smooth:
+                total += self._integrate(lambda L, side=side: numerics.weighted(L, side), log_abs[side], under=side)
+            else:
+                total += self._integrate_across_kinks(numerics, side)
+        return total
+
+    def _integrate_across_kinks(self, numerics, side: str) -> float:
+        """One part for a generator with a kink at r = 1 (total variation): tanh-sinh on the side's quantile
+        scale (halves split at ½, ``isf`` for the upper one), with breaks at the other distribution's
+        support edges and where log r changes sign."""
+        dist = self._dist(side)
+        low, high = self._supports[side]
+        other_edges = self._supports["p" if side == "q" else "q"]
+        results = []
+        for upper in (False, True):
+            def log_ratio_at(u, upper=upper):
+                u = np.asarray(u, dtype=np.float64)
+                with np.errstate(all="ignore"):
+                    x = dist.isf(u) if upper else dist.ppf(u)
+                return np.asarray(self._at_x(x, side)[1], dtype=np.float64)
+
+            def integrand(u, log_ratio_at=log_ratio_at):
+                log_ratio = log_ratio_at(u)
+                values = np.zeros_like(log_ratio)
+                ok = ~np.isnan(log_ratio)  # NaN: outside q's support (p-mass there is added in closed form)
+                values[ok] = numerics.weighted(log_ratio[ok], side)
+                return values
+
+            with np.errstate(all="ignore"):
+                edges = [float(dist.sf(e) if upper else dist.cdf(e)) for e in other_edges if low < e < high]
+            levels = sorted({0.0, 0.5} | {v for v in (*edges, *_sign_changes(log_ratio_at)) if 0.0 < v < 0.5})
+            results += _quadrature.tanhsinh_pieces(integrand, levels)
+        total, converged = _quadrature.combine(results)
+        if not converged:
+            _quadrature.raise_unconverged(f"{self!r} under {side}")
+        return total
+
+
+def _log_abs_part(numerics, side: str):
+    """log|integrand| of one f-divergence part as a vectorised function of log r (mpmath: exact at extreme L)."""
+    def log_abs(log_ratio):
+        L = np.asarray(log_ratio, dtype=np.float64)
+        out = [math.nan if math.isnan(x) else numerics.log_abs_weighted(x, side) for x in L.ravel().tolist()]
+        return np.array(out, dtype=np.float64).reshape(L.shape)
+
+    return log_abs
+
+
+def _sign_changes(log_ratio_at) -> list[float]:
+    """Quantile levels in (0, ½) where a finite log r changes sign, bracketed on a grid and refined by
+    Brent's method (jumps to ±∞ are support edges, already breaks)."""
+    from scipy.optimize import brentq
+
+    grid = np.concatenate([np.logspace(-60, -3, 120), np.linspace(1e-3, 0.5, 200)[1:]])
+    values = log_ratio_at(grid)
+    with np.errstate(invalid="ignore"):
+        bracket = np.isfinite(values[:-1]) & np.isfinite(values[1:]) & (values[:-1] * values[1:] < 0)
+    return [brentq(lambda v: float(log_ratio_at(v)), grid[i], grid[i + 1], xtol=1e-300,
+                   rtol=4 * np.finfo(float).eps) for i in np.flatnonzero(bracket)]

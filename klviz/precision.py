@@ -1,4 +1,4 @@
-r"""Token distributions: softmax policies over a vocabulary, and what low precision does to their KL.
+r"""Low precision: what float32, bfloat16 and float16 do to per-token KL estimates.
 
 In RLHF the KL penalty is estimated per token from log-probabilities the models return, often in
 float32 or bfloat16. Two separate things can go wrong:
@@ -12,8 +12,7 @@ float32 or bfloat16. Two separate things can go wrong:
   difference carries a rounding error of the order of the spacing of floats near :math:`|\log p|`,
   which no formula can undo.
 
-:func:`perturbed_policy_pair` makes a pair of softmax policies over V tokens a controlled distance
-apart.
+Pairs of policies a controlled distance apart are in :mod:`klviz.factories`.
 """
 
 from __future__ import annotations
@@ -23,10 +22,8 @@ import math
 import numpy as np
 
 from klviz import _checks
-from klviz.pairs import CategoricalPair
 
-__all__ = ["PRECISIONS", "round_to_bfloat16", "round_to_precision", "naive_k3", "naive_k3_in_precision",
-           "perturbed_policy_pair"]
+__all__ = ["PRECISIONS", "round_to_bfloat16", "round_to_precision", "naive_k3", "naive_k3_in_precision"]
 
 #: Precisions known to :func:`round_to_precision`, with their significand bits (implicit bit included).
 PRECISIONS = {"float64": 53, "float32": 24, "bfloat16": 8, "float16": 11}
@@ -316,48 +313,3 @@ def naive_k3_in_precision(logr, precision: str) -> np.ndarray:
         out = _round_float64(d - x, precision)
     out[np.isinf(x)] = np.inf       # inf - inf (x = +inf) and -1 + inf (x = -inf): k3 -> +inf both ways
     return out.reshape(np.shape(arr))
-
-
-def perturbed_policy_pair(vocab_size: int, perturbation: float, *, logit_scale: float = 2.0,
-                          rng=None) -> CategoricalPair:
-    r"""Two softmax policies over ``vocab_size`` tokens, p's logits a Gaussian perturbation of q's.
-
-    .. math:: z^q_i \sim N(0, \sigma^2),\qquad z^p_i = z^q_i + \delta\,\varepsilon_i,\
-              \varepsilon_i \sim N(0, 1),
-
-    with :math:`\sigma` = ``logit_scale`` and :math:`\delta` = ``perturbation``. For small δ,
-    :math:`\mathrm{KL}[q, p] \approx \tfrac12 \mathrm{Var}_q(\delta\varepsilon) \approx \delta^2/2`
-    (less the collision probability :math:`\sum_i q_i^2`), whatever V is, so δ sets the gap.
-
-    Parameters
-    ----------
-    vocab_size : int
-        V >= 1.
-    perturbation : float
-        δ >= 0.
-    logit_scale : float, default 2.0
-        Spread of q's logits: larger is more peaked.
-    rng : None, int or numpy.random.Generator
-
-    Returns
-    -------
-    CategoricalPair
-
-    Raises
-    ------
-    TypeError, ValueError
-        For a non-integer or non-positive ``vocab_size``, or a negative or non-finite scale.
-
-    Examples
-    --------
-    >>> pair = perturbed_policy_pair(50_000, 0.01, rng=0)
-    >>> pair.vocab_size, round(pair.kl() / (0.01**2 / 2), 2)   # about 1
-    (50000, 1.05)
-    """
-    vocab_size = _checks.integer(vocab_size, "vocab_size", 1)
-    perturbation = _checks.non_negative(perturbation, "perturbation")
-    logit_scale = _checks.non_negative(logit_scale, "logit_scale")
-    rng = np.random.default_rng(rng)
-    q_logits = logit_scale * rng.standard_normal(vocab_size)
-    p_logits = q_logits + perturbation * rng.standard_normal(vocab_size)
-    return CategoricalPair(p_logits=p_logits, q_logits=q_logits)

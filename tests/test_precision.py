@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from klviz import k3
-from klviz.tokens import (PRECISIONS, _correctly_rounded_exp, _round_exp, _round_float64, naive_k3, naive_k3_in_precision,
-                          perturbed_policy_pair, round_to_bfloat16, round_to_precision)
+from klviz.factories import perturbed_policy_pair
+from klviz.precision import (PRECISIONS, _correctly_rounded_exp, _round_exp, _round_float64, naive_k3,
+                             naive_k3_in_precision, round_to_bfloat16, round_to_precision)
 
 
 def _bfloat16_reference(value: np.float32) -> float:

@@ -1,4 +1,4 @@
-r"""Exact expected gradients of KL estimators used in a loss, in a reward, or with importance ratios.
+r"""The uses of a KL estimator in training — loss, reward, importance ratios — and their exact expected gradients.
 
 A softmax policy :math:`q_\theta = \mathrm{softmax}(\theta)` over a vocabulary of V tokens is trained
 against a fixed reference p. With :math:`L(x) = \log r(x) = \log p(x) - \log q_\theta(x)` and the score
@@ -46,9 +46,14 @@ Every one has a closed form (:func:`followed_gradient`); in particular
 These are statements about one token (one categorical draw). A per-token penalty summed over a
 sequence follows other objectives (the later tokens' distribution depends on the earlier ones).
 
-KL(q‖p) is the "reverse", mode-seeking KL of the RL literature and KL(p‖q) the "forward",
-mass-covering one. (Careful: :mod:`klviz.estimators` labels KL[q, p] as its ``"forward"`` target; the
-functions here avoid the words and name the order: :func:`kl_qp`, :func:`kl_pq`.)
+KL(q‖p) = KL[q, p] is the "reverse", mode-seeking KL of the RL literature and KL(p‖q) = KL[p, q] the
+"forward", mass-covering one; klviz names them by their arguments, :func:`kl_qp` and :func:`kl_pq`.
+
+Any :class:`~klviz.Estimator` can be used: the per-token factor is its value and derivative
+(:func:`klviz.gradients.softmax.coefficients`). The table above, and :func:`followed_objective`, are known
+for estimators with the exact forms of k1, k2 and k3 (recognised by form, not by name); for any other
+estimator the expected gradient with both terms follows :math:`\mathbb{E}_q[k]`, and without a ratio
+:math:`\mathbb{E}_\mu[k]`, provided its derivative is its value's (not straight-through).
 
 References: J. Schulman, "Approximating KL Divergence" (2020); Y. Tang and R. Munos, "On a few
 pitfalls in KL divergence gradient estimation for RL", arXiv:2506.09477 (2025); K. Liu et al.,
@@ -61,7 +66,6 @@ never produce inf·0. The policy and the reference are held as a :class:`klviz.C
 per-token log-ratios come from the logit differences (full precision also when q ≈ p) and whose KLs are
 sums of non-negative terms :math:`q\,k_3(\log r)`, so nothing cancels when the policies are close.
 """
-
 from __future__ import annotations
 
 import math
@@ -70,39 +74,37 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from klviz import _checks
+from klviz._results import Result
 from klviz._sampling import sample_categorical
-from klviz.estimators import k2 as _k2
-from klviz._kernels import log_softmax, weighted_k3
-from klviz.pairs import CategoricalPair
+from klviz.estimators import ESTIMATORS, Estimator, get_estimator
+from klviz.gradients.softmax import (
+    coefficients,
+    expected_k2_gradient,
+    kl_pq,
+    kl_pq_gradient,
+    kl_qp,
+    kl_qp_gradient,
+    log_probs,
+    mean_gradient,
+    policy_pair,
+    positive_int,
+)
 
 __all__ = [
     "GradientUse",
     "USES",
+    "get_use",
     "FOLLOWED",
     "GradientMoments",
     "MonteCarloGradient",
-    "PolicyPath",
-    "kl_qp",
-    "kl_pq",
-    "kl_qp_gradient",
-    "kl_pq_gradient",
     "followed_objective",
     "followed_gradient",
     "followed_label",
-    "expected_k2_gradient",
     "expected_gradient",
     "per_sample_gradient",
     "gradient_moments",
     "monte_carlo_gradient",
-    "discretised_gaussian_logits",
-    "gaussian_policy_kls",
-    "fit_gaussian_policy",
 ]
-
-_ESTIMATORS = ("k1", "k2", "k3")
-# fit_gaussian_policy stops beyond this |log σ|: (V e^30)² still fits in float64.
-_MAX_ABS_LOG_SCALE = 30.0
-
 
 @dataclass(frozen=True)
 class GradientUse:
@@ -141,7 +143,8 @@ USES: dict[str, GradientUse] = {
 }
 
 #: The function whose exact gradient each (estimator, terms) combination follows in expectation,
-#: keyed by (estimator, (score, pathwise)), for the uses that are on-policy or reweighted by ρ.
+#: keyed by (exact form, (score, pathwise)), for the uses that are on-policy or reweighted by ρ; the form
+#: is that of k1, k2 or k3 (any estimator with that value and derivative, whatever its name).
 #: ``E_q[k2]`` is the f-divergence with f = ½ log². For ``no_ratio_loss`` see :func:`followed_label`.
 FOLLOWED: dict[tuple[str, tuple[bool, bool]], str] = {
     ("k1", (False, True)): "0 (no gradient in expectation)",
@@ -163,42 +166,39 @@ _FOLLOWED_NO_RATIO: dict[str, str] = {
 }
 
 
-# --------------------------------------------------------------------------------------------------
-# validation
+def _estimator(estimator) -> Estimator:
+    return get_estimator(estimator)
 
 
-def _finite_logits(logits, name: str) -> np.ndarray:
-    """A finite 1-D float64 array of logits, or a TypeError/ValueError naming ``name``."""
-    # A differentiable policy needs every token in its support, and the reference must cover the
-    # policy's support for KL(q||p) to be finite: no -inf logits here.
-    return _checks.logits(logits, name, zero_probability=False)
+def _known_form(record: Estimator) -> str | None:
+    """'k1', 'k2' or 'k3' when the estimator has that built-in's exact value and derivative, else None."""
+    if record.expansion is None or record.derivative_expansion is None:
+        return None
+    for name in ("k1", "k2", "k3"):
+        builtin = ESTIMATORS[name]
+        if record.expansion == builtin.expansion and record.derivative_expansion == builtin.derivative_expansion:
+            return name
+    return None
 
 
-def _log_probs(logits, name: str) -> np.ndarray:
-    """Stable log-softmax of finite 1-D logits (validated as in :func:`_finite_logits`)."""
-    return log_softmax(_finite_logits(logits, name))
+def _straight_through(record: Estimator) -> bool:
+    """Whether the derivative differs from the value's derivative (central differences at a few points)."""
+    points = np.array([-2.3, -0.6, 0.4, 1.7])
+    step = 1e-6
+    with np.errstate(all="ignore"):
+        numeric = (np.asarray(record.value(points + step), dtype=np.float64)
+                   - np.asarray(record.value(points - step), dtype=np.float64)) / (2 * step)
+        given = np.asarray(record.derivative(points), dtype=np.float64)
+    return not np.allclose(numeric, given, rtol=1e-5, atol=1e-7)
 
 
-def _pair(logits, ref_logits) -> CategoricalPair:
-    """q = softmax(logits) and p = softmax(ref_logits) as a CategoricalPair, after this module's checks.
-
-    Its ``log_ratio_table`` is log r = log p - log q to full precision also when q ≈ p.
-    """
-    q_logits = _finite_logits(logits, "logits")
-    p_logits = _finite_logits(ref_logits, "ref_logits")
-    if p_logits.shape != q_logits.shape:
-        raise ValueError(
-            f"logits and ref_logits must have the same length, got {q_logits.size} and {p_logits.size}"
-        )
-    return CategoricalPair(p_logits=p_logits, q_logits=q_logits)
+def _coefficients(log_weight, log_ratio, record: Estimator, score: bool, pathwise: bool):
+    return coefficients(record, log_weight, log_ratio, score, pathwise)
 
 
-def _estimator(estimator) -> str:
-    if not isinstance(estimator, str):
-        raise TypeError(f"estimator must be a name, one of {list(_ESTIMATORS)}, got {type(estimator).__name__}")
-    if estimator not in _ESTIMATORS:
-        raise ValueError(f"estimator must be one of {list(_ESTIMATORS)}, got {estimator!r}")
-    return estimator
+def get_use(use) -> GradientUse:
+    """A :class:`GradientUse` from a name in :data:`USES` (a GradientUse passes through)."""
+    return _use(use)
 
 
 def _use(use) -> GradientUse:
@@ -220,7 +220,7 @@ def _behaviour(use: GradientUse, log_q: np.ndarray, behaviour_logits) -> np.ndar
             f"behaviour_logits is only meaningful for the off-policy uses "
             f"{[name for name, u in USES.items() if u.off_policy]}; use {use.name!r} samples from q"
         )
-    log_mu = _log_probs(behaviour_logits, "behaviour_logits")
+    log_mu = log_probs(behaviour_logits, "behaviour_logits")
     if log_mu.shape != log_q.shape:
         raise ValueError(
             f"behaviour_logits must have the same length as logits, got {log_mu.size} and {log_q.size}"
@@ -228,152 +228,21 @@ def _behaviour(use: GradientUse, log_q: np.ndarray, behaviour_logits) -> np.ndar
     return log_mu
 
 
-def _positive_int(value, name: str) -> int:
-    return _checks.integer(value, name, 1)
-
-
-# --------------------------------------------------------------------------------------------------
-# exact divergences and their gradients
-
-
-def kl_qp(logits, ref_logits) -> float:
-    r"""The exact reverse (mode-seeking) divergence :math:`\mathrm{KL}(q_\theta\|p) = \sum_x q(\log q - \log p)`.
-
-    Summed as :math:`\sum_x q\,k_3(\log r)` (:meth:`klviz.CategoricalPair.kl`): non-negative terms, with
-    log r from the logit differences, so the relative precision is ~1e-16 also when q ≈ p (the plain
-    sum of :math:`q(\log q - \log p)` cancels: its error is ~1e-16·|log q| on a KL of order δ²).
-
-    Parameters
-    ----------
-    logits : array_like, shape (V,)
-        Logits θ of the policy :math:`q_\theta = \mathrm{softmax}(\theta)`; finite.
-    ref_logits : array_like, shape (V,)
-        Logits (or log-probabilities) of the reference p; finite.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    TypeError
-        If an argument is not real-valued.
-    ValueError
-        If an argument is not a finite 1-D array, or the lengths differ.
-
-    Examples
-    --------
-    >>> round(kl_qp([0.0, 0.0], [0.0, 1.0]), 6)
-    0.120115
-    """
-    return _pair(logits, ref_logits).kl_qp()
-
-
-def kl_pq(logits, ref_logits) -> float:
-    r"""The exact forward (mass-covering) divergence :math:`\mathrm{KL}(p\|q_\theta) = \sum_x p(\log p - \log q)`.
-
-    Summed as :math:`\sum_x p\,k_3(\log q - \log p)` (:meth:`klviz.CategoricalPair.kl_pq`), to full
-    relative precision. Parameters and errors as in :func:`kl_qp`.
-
-    Examples
-    --------
-    >>> round(kl_pq([0.0, 0.0], [0.0, 1.0]), 6)
-    0.110944
-    """
-    return _pair(logits, ref_logits).kl_pq()
-
-
-def kl_qp_gradient(logits, ref_logits) -> np.ndarray:
-    r"""The exact gradient in θ of :math:`\mathrm{KL}(q_\theta\|p)`.
-
-    .. math:: \nabla_\theta \mathrm{KL}(q_\theta\|p) = \mathbb{E}_q[-\log r\; g]
-              = q \odot \big(\log q - \log p - \mathrm{KL}(q_\theta\|p)\big).
-
-    Parameters and errors as in :func:`kl_qp`.
-
-    Returns
-    -------
-    ndarray, shape (V,)
-        Sums to zero (a softmax gradient is orthogonal to shifting all logits).
-
-    Examples
-    --------
-    >>> kl_qp_gradient([0.0, 0.0], [0.0, 0.0])
-    array([0., 0.])
-    """
-    pair = _pair(logits, ref_logits)
-    q = np.exp(pair.log_q)
-    log_ratio = pair.log_ratio_table
-    # Centring by the plain mean (not by kl()) cancels any constant offset in the log-ratios exactly.
-    return q * (np.sum(q * log_ratio) - log_ratio)
-
-
-def kl_pq_gradient(logits, ref_logits) -> np.ndarray:
-    r"""The exact gradient in θ of :math:`\mathrm{KL}(p\|q_\theta)`: :math:`-\mathbb{E}_p[g] = q - p`.
-
-    Parameters and errors as in :func:`kl_qp`.
-
-    Examples
-    --------
-    >>> kl_pq_gradient([0.0, 0.0], [0.0, 0.0])
-    array([0., 0.])
-    """
-    pair = _pair(logits, ref_logits)
-    return np.exp(pair.log_q) - np.exp(pair.log_p)
-
-
 def _zero_objective(logits, ref_logits) -> float:
     """The pathwise part of k1 (k1' is constant, E_q[g] = 0): 0 for any valid pair."""
-    _pair(logits, ref_logits)
+    policy_pair(logits, ref_logits)
     return 0.0
 
 
 def _expected_k2(logits, ref_logits) -> float:
     r""":math:`\mathbb{E}_q[k_2] = \sum_x q\,\tfrac12 (\log r)^2`: non-negative terms, log r from the pair."""
-    pair = _pair(logits, ref_logits)
-    return float(np.sum(np.exp(pair.log_q) * _k2(pair.log_ratio_table)))
+    pair = policy_pair(logits, ref_logits)
+    return float(np.sum(np.exp(pair.log_q) * ESTIMATORS['k2'].value(pair.log_ratio_table)))
 
 
-def expected_k2_gradient(logits, ref_logits) -> np.ndarray:
-    r"""The exact gradient in θ of :math:`\mathbb{E}_q[k_2] = \sum_x q_\theta(x)\,\tfrac12 L(x)^2`.
-
-    With :math:`\nabla q = q\,g` and :math:`\nabla L = -g`,
-    :math:`\nabla \sum_x q\,\tfrac12 L^2 = \mathbb{E}_q[(\tfrac12 L^2 - L)\,g]`, and for any f,
-    :math:`\mathbb{E}_q[f\,g] = q \odot (f - \mathbb{E}_q[f])`:
-
-    .. math:: \nabla_\theta \mathbb{E}_q[k_2] = q \odot \big(f(L) - \mathbb{E}_q[f(L)]\big),
-              \qquad f = k_2 + k_1 = \tfrac12 L^2 - L .
-
-    (The same form with f = -L is :func:`kl_qp_gradient`.) It is the expected gradient of ``ρ·k2``
-    with a differentiable ratio. Parameters and errors as in :func:`kl_qp`.
-
-    Returns
-    -------
-    ndarray, shape (V,)
-        Sums to zero.
-
-    Examples
-    --------
-    q uniform on two tokens, p = softmax(0, 1): f = (0.8124, -0.3077), so the gradient is ±0.28.
-
-    >>> np.round(expected_k2_gradient([0.0, 0.0], [0.0, 1.0]), 6)
-    array([ 0.280029, -0.280029])
-    """
-    pair = _pair(logits, ref_logits)
-    q = np.exp(pair.log_q)
-    log_ratio = pair.log_ratio_table
-    f = log_ratio * (0.5 * log_ratio - 1.0)
-    # Centring by the plain mean (not by E_q[k2] + KL) keeps Σ = 0 to rounding.
-    return q * (f - np.sum(q * f))
-
-
-def _no_ratio_objective(log_mu: np.ndarray, log_ratio: np.ndarray, estimator: str) -> float:
-    r""":math:`\mathbb{E}_\mu[k(L_\theta)] = \sum_x \mu\,k(L)` for a fixed μ (non-negative terms for k2, k3)."""
-    if estimator == "k1":
-        return float(-np.sum(np.exp(log_mu) * log_ratio))
-    if estimator == "k2":
-        return float(np.sum(np.exp(log_mu) * _k2(log_ratio)))
-    return float(np.sum(_weighted_k3(log_mu, log_ratio)))
+def _no_ratio_objective(log_mu: np.ndarray, log_ratio: np.ndarray, record: Estimator) -> float:
+    r""":math:`\mathbb{E}_\mu[k(L_\theta)] = \sum_x \mu\,k(L)` for a fixed μ (terms formed in log space)."""
+    return float(np.sum(coefficients(record, log_mu, log_ratio, True, False)))
 
 
 def _fixed_behaviour(use: GradientUse, log_q: np.ndarray, behaviour_logits, caller: str) -> np.ndarray:
@@ -384,6 +253,17 @@ def _fixed_behaviour(use: GradientUse, log_q: np.ndarray, behaviour_logits, call
             "depends on the sampling policy mu, which is held fixed while θ varies"
         )
     return _behaviour(use, log_q, behaviour_logits)
+
+
+def _general_objective_only(record: Estimator, use: "GradientUse", caller: str) -> None:
+    """The objective of an estimator without k1/k2/k3's form is known only with both terms (E_q[k]) or
+    without a ratio (E_μ[k]), and only if its derivative is its value's."""
+    if not ((use.score and use.pathwise) or not use.reweighted) or _straight_through(record):
+        raise ValueError(
+            f"{caller}: no closed-form objective is known for estimator {record.name!r} with use {use.name!r} "
+            "(known: k1, k2, k3 by exact form for every use; any other estimator with both gradient terms or "
+            "without a ratio, unless straight-through); compare expected_gradient with finite differences"
+        )
 
 
 def followed_objective(logits, ref_logits, estimator: str, use, *, behaviour_logits=None) -> float:
@@ -402,7 +282,9 @@ def followed_objective(logits, ref_logits, estimator: str, use, *, behaviour_log
     ----------
     logits, ref_logits : array_like, shape (V,)
         As in :func:`kl_qp`.
-    estimator : {"k1", "k2", "k3"}
+    estimator : str or Estimator
+        k1, k2 or k3 (by exact form) for every use; any other estimator for the uses with both terms
+        (E_q[k]) or without a ratio (E_μ[k]), unless it is straight-through.
     use : str or GradientUse
         One of :data:`USES`.
     behaviour_logits : array_like, shape (V,), optional
@@ -424,14 +306,19 @@ def followed_objective(logits, ref_logits, estimator: str, use, *, behaviour_log
     >>> followed_objective([0.0, 0.0], [0.0, 1.0], "k3", "loss") == kl_pq([0.0, 0.0], [0.0, 1.0])
     True
     """
-    estimator = _estimator(estimator)
+    record = _estimator(estimator)
     use = _use(use)
-    pair = _pair(logits, ref_logits)
+    pair = policy_pair(logits, ref_logits)
     log_mu = _fixed_behaviour(use, pair.log_q, behaviour_logits, "followed_objective")
+    form = _known_form(record)
+    if form is None:
+        _general_objective_only(record, use, "followed_objective")
     if not use.reweighted:
-        return _no_ratio_objective(log_mu, pair.log_ratio_table, estimator)
-    mean = {"k1": kl_qp, "k2": _expected_k2, "k3": kl_qp}[estimator]  # E_q[k]: ∇ = score + pathwise
-    pathwise = {"k1": _zero_objective, "k2": kl_qp, "k3": kl_pq}[estimator]  # ∇ = E_q[∇_θ k]
+        return _no_ratio_objective(log_mu, pair.log_ratio_table, record)
+    if form is None:
+        return _no_ratio_objective(pair.log_q, pair.log_ratio_table, record)  # E_q[k], both terms
+    mean = {"k1": kl_qp, "k2": _expected_k2, "k3": kl_qp}[form]  # E_q[k]: ∇ = score + pathwise
+    pathwise = {"k1": _zero_objective, "k2": kl_qp, "k3": kl_pq}[form]  # ∇ = E_q[∇_θ k]
     if use.score and use.pathwise:
         return mean(logits, ref_logits)
     if use.pathwise:
@@ -467,11 +354,15 @@ def followed_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
     >>> bool(np.allclose(followed_gradient(theta, ref, "k3", "loss"), kl_pq_gradient(theta, ref)))
     True
     """
-    estimator = _estimator(estimator)
+    record = _estimator(estimator)
     use = _use(use)
-    pair = _pair(logits, ref_logits)
+    pair = policy_pair(logits, ref_logits)
     log_mu = _fixed_behaviour(use, pair.log_q, behaviour_logits, "followed_gradient")
     q = np.exp(pair.log_q)
+    estimator = _known_form(record)
+    if estimator is None:
+        raise ValueError(f"followed_gradient is the closed form for the k1, k2 and k3 forms; {record.name!r} has "
+                         "none of them (expected_gradient is exact for any estimator)")
     if not use.reweighted:
         mu, log_ratio = np.exp(log_mu), pair.log_ratio_table
         if estimator == "k1":
@@ -481,7 +372,7 @@ def followed_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
         # a = μ - μ r with μ r = μ p / q, scaled by e^-shift when μ r overflows (q ≪ μ p).
         shift = max(0.0, float(np.max(log_mu + log_ratio)) - 700.0)
         a = np.exp(log_mu - shift) - np.exp(log_mu + log_ratio - shift)
-        return _mean_gradient(q, a, shift)
+        return mean_gradient(q, a, shift)
     zero = np.zeros_like(q)
     mean = {"k1": kl_qp_gradient, "k2": expected_k2_gradient, "k3": kl_qp_gradient}[estimator]
     pathwise = {"k1": None, "k2": kl_qp_gradient, "k3": kl_pq_gradient}[estimator]
@@ -501,45 +392,19 @@ def followed_label(estimator: str, use) -> str:
     >>> followed_label("k3", "loss"), followed_label("k1", "no_ratio_loss")
     ('KL(p||q)', 'E_mu[k1] = -KL(mu||q)+c')
     """
-    estimator = _estimator(estimator)
+    record = _estimator(estimator)
     use = _use(use)
+    form = _known_form(record)
+    if form is None:
+        _general_objective_only(record, use, "followed_label")
+        return f"E_mu[{record.name}]" if not use.reweighted else f"E_q[{record.name}]"
     if not use.reweighted:
-        return _FOLLOWED_NO_RATIO[estimator]
-    return FOLLOWED[estimator, (use.score, use.pathwise)]
+        return _FOLLOWED_NO_RATIO[form]
+    return FOLLOWED[form, (use.score, use.pathwise)]
 
 
 # --------------------------------------------------------------------------------------------------
 # per-token coefficients
-
-
-_weighted_k3 = weighted_k3  # w·k3(L) without 0·inf where w underflows and e^L overflows
-
-
-def _weighted_coefficient(log_weight: np.ndarray, log_ratio: np.ndarray, estimator: str,
-                          score: bool, pathwise: bool) -> np.ndarray:
-    r"""w·(s k(L) - d k'(L)) per token, with w = exp(log_weight), computed without inf·0.
-
-    Terms carrying r = e^L are formed as exp(log w + L) when w·(e^L - 1) overflows (w tiny, L huge).
-    """
-    weight = np.exp(log_weight)
-    s, d = float(score), float(pathwise)
-    if estimator == "k1":  # k = -L, k' = -1
-        return weight * (d - s * log_ratio)
-    if estimator == "k2":  # k = L²/2, k' = L
-        return weight * log_ratio * (0.5 * s * log_ratio - d)
-    # k3 = e^L - 1 - L, k3' = e^L - 1; with both terms the e^L parts cancel exactly: k3 - k3' = -L.
-    if score and pathwise:
-        return -weight * log_ratio
-    if score:
-        return _weighted_k3(log_weight, log_ratio)
-    with np.errstate(over="ignore", invalid="ignore"):  # 0·inf where w underflows: replaced below
-        value = -weight * np.expm1(log_ratio)
-    bad = ~np.isfinite(value)
-    if bad.any():
-        # w - w·r without forming r; -inf only if w·r itself overflows (no ratio, μ ≫ q: see _masses)
-        with np.errstate(over="ignore"):
-            value[bad] = weight[bad] - np.exp(log_weight[bad] + log_ratio[bad])
-    return value
 
 
 def _prepare(logits, ref_logits, estimator, use, behaviour_logits):
@@ -551,7 +416,7 @@ def _prepare(logits, ref_logits, estimator, use, behaviour_logits):
     """
     estimator = _estimator(estimator)
     use = _use(use)
-    pair = _pair(logits, ref_logits)
+    pair = policy_pair(logits, ref_logits)
     log_mu = _behaviour(use, pair.log_q, behaviour_logits)
     if use.reweighted:
         log_mass, log_sample = pair.log_q, pair.log_q - log_mu
@@ -560,7 +425,7 @@ def _prepare(logits, ref_logits, estimator, use, behaviour_logits):
     return estimator, use, pair.log_q, pair.log_ratio_table, log_mu, log_mass, log_sample
 
 
-def _masses(log_weight: np.ndarray, log_ratio: np.ndarray, estimator: str, score: bool,
+def _masses(log_weight: np.ndarray, log_ratio: np.ndarray, estimator: Estimator, score: bool,
             pathwise: bool) -> tuple[np.ndarray, float]:
     """Per-token masses m = w·(s k - d k') as (m·e^-shift, shift), shift = 0 unless some m overflows.
 
@@ -568,27 +433,11 @@ def _masses(log_weight: np.ndarray, log_ratio: np.ndarray, estimator: str, score
     The coefficient is linear in w, so scaling the weights by e^-shift, with shift ≥ max log|m|
     up to a factor 2 (|m| ≤ 2 w e^|L|), keeps every mass finite.
     """
-    masses = _weighted_coefficient(log_weight, log_ratio, estimator, score, pathwise)
+    masses = _coefficients(log_weight, log_ratio, estimator, score, pathwise)
     if np.isfinite(masses).all():
         return masses, 0.0
     shift = float(np.max(log_weight + np.abs(log_ratio)))
-    return _weighted_coefficient(log_weight - shift, log_ratio, estimator, score, pathwise), shift
-
-
-def _mean_gradient(q: np.ndarray, weighted: np.ndarray, log_scale: float = 0.0) -> np.ndarray:
-    """Σ_x m_x (e_x - q) = m - (Σ m) q, for per-token masses m = e^log_scale · weighted.
-
-    A scale beyond float64 gives ±inf where the exact result is non-zero (never 0·inf = NaN).
-    """
-    bracket = weighted - np.sum(weighted) * q
-    if log_scale == 0.0:
-        return bracket
-    with np.errstate(over="ignore"):
-        return np.where(bracket == 0.0, 0.0, bracket * np.exp(log_scale))
-
-
-# --------------------------------------------------------------------------------------------------
-# exact expected gradients, per-sample gradients, exact and Monte Carlo moments
+    return _coefficients(log_weight - shift, log_ratio, estimator, score, pathwise), shift
 
 
 def expected_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logits=None) -> np.ndarray:
@@ -608,7 +457,8 @@ def expected_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
         Logits θ of the policy :math:`q_\theta`; finite.
     ref_logits : array_like, shape (V,)
         Logits (or log-probabilities) of the reference p; finite.
-    estimator : {"k1", "k2", "k3"}
+    estimator : str or Estimator
+        A name in :data:`klviz.ESTIMATORS` or any :class:`~klviz.Estimator`.
     use : str or GradientUse
         One of ``"loss"``, ``"reward"``, ``"ratio_loss"``, ``"stopgrad_ratio_loss"``, ``"ratio_reward"``,
         ``"no_ratio_loss"``.
@@ -638,7 +488,7 @@ def expected_gradient(logits, ref_logits, estimator: str, use, *, behaviour_logi
     estimator, use, log_q, log_ratio, _, log_mass, _ = _prepare(logits, ref_logits, estimator, use,
                                                                 behaviour_logits)
     masses, shift = _masses(log_mass, log_ratio, estimator, use.score, use.pathwise)
-    return _mean_gradient(np.exp(log_q), masses, shift)
+    return mean_gradient(np.exp(log_q), masses, shift)
 
 
 def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
@@ -686,7 +536,7 @@ def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
         raise ValueError(f"tokens must be one-dimensional, got shape {tokens.shape}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= log_q.size):
         raise ValueError(f"tokens must be indices in [0, {log_q.size}), got values outside")
-    coefficient = _weighted_coefficient(log_sample, log_ratio, estimator, use.score, use.pathwise)
+    coefficient = _coefficients(log_sample, log_ratio, estimator, use.score, use.pathwise)
     c = coefficient[tokens]
     gradients = -np.outer(c, np.exp(log_q))
     gradients[np.arange(tokens.size), tokens] += c
@@ -759,7 +609,7 @@ def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logit
                                                                      behaviour_logits)
     q = np.exp(log_q)
     weighted, shift = _masses(log_mass, log_ratio, estimator, use.score, use.pathwise)
-    mean = _mean_gradient(q, weighted, shift)
+    mean = mean_gradient(q, weighted, shift)
     with np.errstate(over="ignore"):
         # m²/μ = exp(2 log|m| - log μ): finite unless the variance itself overflows.
         with np.errstate(divide="ignore"):
@@ -768,7 +618,7 @@ def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logit
         total = float(np.sum(second))
     if not math.isfinite(total):
         inf = np.full_like(q, np.inf)
-        return GradientMoments(estimator, use.name, mean, inf, math.inf, math.inf)
+        return GradientMoments(estimator.name, use.name, mean, inf, math.inf, math.inf)
     norm2 = 1.0 - 2.0 * q + np.sum(q * q)  # ||e_x - q||²
     with np.errstate(over="ignore", invalid="ignore"):
         variance = second * (1.0 - 2.0 * q) + q * q * total - mean * mean
@@ -780,7 +630,7 @@ def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logit
     # Rounding can leave -1e-18 where the exact variance is 0.
     variance = np.maximum(variance, 0.0)
     spread_std = math.sqrt(spread) if math.isfinite(spread) else math.inf
-    return GradientMoments(estimator, use.name, mean, variance, max(trace, 0.0), spread_std)
+    return GradientMoments(estimator.name, use.name, mean, variance, max(trace, 0.0), spread_std)
 
 
 @dataclass(frozen=True)
@@ -843,7 +693,7 @@ def monte_carlo_gradient(logits, ref_logits, estimator: str, use, n: int, *, beh
     >>> bool(np.all(np.abs(mc.z_scores(kl_pq_gradient(theta, ref))) < 5))
     True
     """
-    n = _positive_int(n, "n")
+    n = positive_int(n, "n")
     if n < 2:
         raise ValueError(f"n must be at least 2 for a standard error, got {n}")
     estimator, use, log_q, log_ratio, log_mu, _, log_sample = _prepare(logits, ref_logits, estimator, use,
@@ -853,8 +703,8 @@ def monte_carlo_gradient(logits, ref_logits, estimator: str, use, n: int, *, beh
     counts = np.bincount(tokens, minlength=log_q.size).astype(np.float64)
     freq = counts / n
     q = np.exp(log_q)
-    c = _weighted_coefficient(log_sample, log_ratio, estimator, use.score, use.pathwise)
-    mean = _mean_gradient(q, freq * c)
+    c = _coefficients(log_sample, log_ratio, estimator, use.score, use.pathwise)
+    mean = mean_gradient(q, freq * c)
     # Per logit j: G_j(x) = c_x (δ_xj - q_j); its sample second moment from the counts.
     c2 = freq * c * c
     second = c2 * (1.0 - 2.0 * q) + q * q * np.sum(c2)
@@ -866,230 +716,8 @@ def monte_carlo_gradient(logits, ref_logits, estimator: str, use, n: int, *, beh
          + np.sum(mean * mean))
     trace = float(np.sum(freq * y)) * correction
     y_var = float(np.sum(freq * (y - np.sum(freq * y)) ** 2)) * correction
-    return MonteCarloGradient(estimator, use.name, n, mean, stderr, trace, math.sqrt(y_var / n))
+    return MonteCarloGradient(estimator.name, use.name, n, mean, stderr, trace, math.sqrt(y_var / n))
 
 
 # --------------------------------------------------------------------------------------------------
 # a two-parameter policy family that cannot represent a bimodal reference
-
-
-_real = _checks.real
-
-
-def discretised_gaussian_logits(mean, log_scale, vocab_size: int) -> np.ndarray:
-    r"""Logits :math:`\theta_x = -\tfrac12\big((x - m)/\sigma\big)^2`, x = 0..V-1, σ = exp(log_scale).
-
-    softmax of these is a Gaussian bump discretised to the tokens: a two-parameter policy family.
-    ``mean`` and ``log_scale`` broadcast; the token axis is last.
-
-    Parameters
-    ----------
-    mean : float or array_like
-        Centre m (in token units).
-    log_scale : float or array_like
-        log σ.
-    vocab_size : int
-        V, at least 1.
-
-    Returns
-    -------
-    ndarray, shape broadcast(mean, log_scale) + (V,)
-
-    Raises
-    ------
-    TypeError
-        If vocab_size is not an integer.
-    ValueError
-        If vocab_size < 1 or a parameter is not finite.
-
-    Examples
-    --------
-    >>> discretised_gaussian_logits(1.0, 0.0, 3)
-    array([-0.5, -0. , -0.5])
-    """
-    vocab_size = _positive_int(vocab_size, "vocab_size")
-    mean = np.asarray(mean, dtype=np.float64)
-    log_scale = np.asarray(log_scale, dtype=np.float64)
-    if not (np.isfinite(mean).all() and np.isfinite(log_scale).all()):
-        raise ValueError("mean and log_scale must be finite")
-    tokens = np.arange(vocab_size, dtype=np.float64)
-    z = (tokens - mean[..., None]) * np.exp(-log_scale)[..., None]
-    return -0.5 * z * z
-
-
-def gaussian_policy_kls(ref_logits, means, log_scales) -> tuple[np.ndarray, np.ndarray]:
-    r"""KL(q‖p) and KL(p‖q) on a grid of discretised-Gaussian policies q, for contour plots and optima.
-
-    Vectorised over the grid, each summed as :math:`\sum_x q\,k_3(\log r)` and :math:`\sum_x p\,k_3(-\log r)`
-    (non-negative terms, as in :func:`kl_qp`; log r here is the difference of the two log-softmaxes, so
-    the relative error is ~1e-16·|log q|/√KL rather than :func:`kl_qp`'s 1e-16).
-
-    Parameters
-    ----------
-    ref_logits : array_like, shape (V,)
-        The reference p; finite.
-    means, log_scales : array_like
-        Broadcast together to the grid shape (e.g. from ``np.meshgrid``).
-
-    Returns
-    -------
-    (kl_qp, kl_pq) : two ndarrays of the grid shape
-
-    Raises
-    ------
-    TypeError, ValueError
-        For bad reference logits or non-finite grid values.
-
-    Examples
-    --------
-    >>> ref = discretised_gaussian_logits(2.0, 0.0, 5)
-    >>> qp, pq = gaussian_policy_kls(ref, [2.0, 1.0], [0.0, 0.0])
-    >>> bool(qp[0] < 1e-15 and pq[1] > 0)
-    True
-    """
-    log_p = _log_probs(ref_logits, "ref_logits")
-    log_q = log_softmax(discretised_gaussian_logits(means, log_scales, log_p.size), axis=-1)
-    log_ratio = log_p - log_q
-    # Σ q k3(log r) = Σ q (log q - log p) since Σ q (r - 1) = 0: non-negative terms, nothing cancels.
-    qp = np.sum(_weighted_k3(log_q, log_ratio), axis=-1)
-    pq = np.sum(_weighted_k3(log_p, -log_ratio), axis=-1)
-    return qp, pq
-
-
-@dataclass(frozen=True)
-class PolicyPath:
-    r"""A training run of the discretised-Gaussian policy: parameters and both KLs at every step.
-
-    ``params[t] = (mean, log_scale)`` after t steps; ``kl_qp`` and ``kl_pq`` are the exact divergences
-    there. ``steps_taken`` < the requested steps when the run degenerated and stopped: the next step
-    was not finite or had |log σ| ≥ 30 (a policy on one token, or flat).
-    """
-
-    estimator: str
-    use: str
-    params: np.ndarray = field(repr=False)
-    kl_qp: np.ndarray = field(repr=False)
-    kl_pq: np.ndarray = field(repr=False)
-    steps_taken: int
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.params[:, 0]
-
-    @property
-    def scale(self) -> np.ndarray:
-        return np.exp(self.params[:, 1])
-
-    def __repr__(self) -> str:
-        m, s = self.params[-1]
-        return (f"PolicyPath({self.estimator} as {self.use}: {self.steps_taken} steps, final mean={m:.4g}, "
-                f"scale={math.exp(s):.4g}, KL(q||p)={self.kl_qp[-1]:.6g}, KL(p||q)={self.kl_pq[-1]:.6g})")
-
-
-def fit_gaussian_policy(ref_logits, estimator: str, use, *, init=(0.0, 0.0), steps: int = 300,
-                        step_size: float = 0.1, batch_size: int | None = None, damping: float = 1e-4,
-                        rng=None) -> PolicyPath:
-    r"""Train a discretised-Gaussian policy against p by following one use of one estimator.
-
-    Each step moves :math:`\phi = (m, \log\sigma)` along the expected gradient of the chosen use
-    (exact by summation, or a Monte Carlo average of ``batch_size`` per-sample gradients from
-    :math:`q_\phi`), mapped to φ by the chain rule :math:`J^\top \nabla_\theta` with
-    :math:`J = \partial\theta/\partial\phi`, and preconditioned by the exact Fisher information of the
-    family (natural gradient):
-
-    .. math:: \phi \leftarrow \phi - \eta\,(F + \lambda I)^{-1} J^\top \hat\nabla_\theta,\qquad
-              F = \mathrm{Cov}_{x\sim q_\phi}\big[\nabla_\phi \theta_x\big].
-
-    The preconditioner is the same positive-definite matrix for every use, so it sets the speed, not
-    the destination: a run stops where the followed gradient vanishes. Off-policy uses sample from
-    the current policy (μ = q, ρ = 1 in value but differentiable), like the first step of PPO; there
-    ``no_ratio_loss`` is ``loss``.
-
-    Parameters
-    ----------
-    ref_logits : array_like, shape (V,)
-        The reference p; finite.
-    estimator : {"k1", "k2", "k3"}
-    use : str or GradientUse
-        One of :data:`USES`.
-    init : (float, float)
-        Starting (mean, log_scale).
-    steps : int
-        Number of steps.
-    step_size : float
-        η > 0.
-    batch_size : int, optional
-        None for exact expected gradients; otherwise samples per step.
-    damping : float
-        λ ≥ 0, keeps the Fisher invertible when σ is far below one token.
-    rng : {None, int, numpy.random.Generator}, optional
-        Used when batch_size is given.
-
-    Returns
-    -------
-    PolicyPath
-
-    Raises
-    ------
-    TypeError, ValueError
-        For bad reference logits, estimator, use, init, steps, step_size, batch_size or damping.
-
-    Examples
-    --------
-    A Gaussian reference is in the family, so k2 in the loss recovers it:
-
-    >>> ref = discretised_gaussian_logits(6.0, np.log(1.5), 12)
-    >>> path = fit_gaussian_policy(ref, "k2", "loss", init=(3.0, 0.0), steps=100, step_size=0.5)
-    >>> np.round(path.params[-1], 4).tolist(), bool(path.kl_qp[-1] < 1e-12)
-    ([6.0, 0.4055], True)
-    """
-    estimator = _estimator(estimator)
-    use = _use(use)
-    log_p = _log_probs(ref_logits, "ref_logits")
-    if not isinstance(init, (tuple, list, np.ndarray)) or len(init) != 2:
-        raise ValueError(f"init must be a pair (mean, log_scale), got {init!r}")
-    phi = np.array([_real(init[0], "init[0]"), _real(init[1], "init[1]")])
-    steps = _positive_int(steps, "steps")
-    step_size = _real(step_size, "step_size")
-    if step_size <= 0:
-        raise ValueError(f"step_size must be positive, got {step_size}")
-    damping = _real(damping, "damping")
-    if damping < 0:
-        raise ValueError(f"damping must be non-negative, got {damping}")
-    if batch_size is not None:
-        batch_size = _positive_int(batch_size, "batch_size")
-    rng = np.random.default_rng(rng)
-    tokens = np.arange(log_p.size, dtype=np.float64)
-
-    params = np.full((steps + 1, 2), np.nan)
-    params[0] = phi
-    taken = 0
-    for t in range(steps):
-        mean, log_scale = phi
-        log_q = log_softmax(discretised_gaussian_logits(mean, log_scale, log_p.size))
-        q = np.exp(log_q)
-        if batch_size is None:
-            weighted = _weighted_coefficient(log_q, log_p - log_q, estimator, use.score, use.pathwise)
-        else:
-            # On-policy draws; c_x times the token frequencies is the batch average of c(x)(e_x - q).
-            drawn = sample_categorical(q, batch_size, rng)
-            freq = np.bincount(drawn, minlength=log_p.size) / batch_size
-            c = _weighted_coefficient(np.zeros_like(log_q), log_p - log_q, estimator, use.score,
-                                      use.pathwise)
-            weighted = freq * c
-        grad_theta = _mean_gradient(q, weighted)
-        inv_var = math.exp(-2.0 * log_scale)
-        jac = np.stack([(tokens - mean) * inv_var, (tokens - mean) ** 2 * inv_var], axis=1)
-        centred = jac - q @ jac
-        fisher = centred.T @ (q[:, None] * centred) + damping * np.eye(2)
-        with np.errstate(all="ignore"):
-            new_phi = phi - step_size * np.linalg.solve(fisher, jac.T @ grad_theta)
-        # Stop once the policy degenerates: σ below e^-30 (one token, logits overflow) or above e^30.
-        if not (np.isfinite(new_phi).all() and abs(new_phi[1]) < _MAX_ABS_LOG_SCALE):
-            break
-        phi = new_phi
-        params[t + 1] = phi
-        taken = t + 1
-    params = params[: taken + 1]
-    qp, pq = gaussian_policy_kls(log_p, params[:, 0], params[:, 1])
-    return PolicyPath(estimator, use.name, params, qp, pq, taken)
