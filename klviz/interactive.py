@@ -43,6 +43,28 @@ __all__ = ["live_canvas_available", "new_figure", "BlittedFigure", "LivePanel", 
            "grid_slider"]
 
 
+def _import_ipympl():
+    """Import ipympl's backend module without letting it switch matplotlib's backend.
+
+    ``import ipympl`` calls ``matplotlib.use("module://ipympl.backend_nbagg")`` when matplotlib is already
+    imported: every later ``plt.show()`` in the notebook would then make a widget instead of an inline
+    image. Only the canvas class is needed here, so that call is skipped during the import.
+    """
+    import sys
+
+    if "ipympl.backend_nbagg" in sys.modules:
+        return sys.modules["ipympl.backend_nbagg"]
+    import matplotlib
+
+    use = matplotlib.use
+    matplotlib.use = lambda *args, **kwargs: None
+    try:
+        import ipympl.backend_nbagg as backend
+    finally:
+        matplotlib.use = use
+    return backend
+
+
 def live_canvas_available() -> bool:
     """True in a running IPython kernel with ipympl installed: a live (browser-drawn) canvas can be made."""
     try:
@@ -53,7 +75,7 @@ def live_canvas_available() -> bool:
     if shell is None or getattr(shell, "kernel", None) is None:
         return False
     try:
-        import ipympl.backend_nbagg  # noqa: F401
+        _import_ipympl()
     except ImportError:
         return False
     return True
@@ -82,10 +104,8 @@ def new_figure(figsize, *, live: bool | None = None):
     if live is None:
         live = live_canvas_available()
     if live:
-        from ipympl.backend_nbagg import FigureManager
-
         canvas = _live_canvas_class()(figure)
-        FigureManager(canvas, num=id(figure))  # the canvas needs a manager; it is not registered with pyplot
+        _import_ipympl().FigureManager(canvas, num=id(figure))  # the canvas needs a manager; it is not registered with pyplot
         canvas.header_visible = False
         canvas.toolbar_visible = "fade-in-fade-out"
         canvas.resizable = False  # the figure's layout is made for its size
@@ -102,9 +122,9 @@ def is_live(figure) -> bool:
 @lru_cache(maxsize=1)
 def _live_canvas_class():
     """ipympl's canvas, with every draw and every browser message under the owning figure's lock."""
-    import numpy as np
-    from ipympl.backend_nbagg import Canvas
     from PIL import Image
+
+    Canvas = _import_ipympl().Canvas
 
     class LiveCanvas(Canvas):
         _klviz_live = True
@@ -452,17 +472,16 @@ class LivePanel:
             if getattr(self, "_output", None) is not None and not self._shown:
                 self._shown = True
                 self._show_png()
+            png = base64.b64encode(self.to_png()).decode("ascii")
+            canvas = self.blitted.figure.canvas
+            if is_live(self.blitted.figure) and canvas.syncing_data_url:
+                # No browser yet: the canvas's saved widget state carries the picture (as ipympl's own
+                # display does), so a notebook reopened without a kernel shows it in the widget too.
+                canvas._data_url = f"data:image/png;base64,{png}"
             bundle = self.widget._repr_mimebundle_(**kwargs)
-            # The static stand-in: viewers without a widget manager (GitHub, nbviewer, a kernel-less
-            # reader) show this picture of the state at display time.
-            bundle["image/png"] = base64.b64encode(self.to_png()).decode("ascii")
+            # The static stand-in: viewers without a widget manager (GitHub, nbviewer) show this picture of
+            # the state at display time.
+            bundle["image/png"] = png
             bundle["text/plain"] = repr(self)
             return bundle
 
-    def close(self):
-        """Close the widgets and the canvas."""
-        for widget in getattr(self, "_widgets_to_close", ()):
-            widget.close()
-        canvas = self.blitted.figure.canvas
-        if hasattr(canvas, "close") and is_live(self.blitted.figure):
-            canvas.close()

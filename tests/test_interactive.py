@@ -267,15 +267,21 @@ def test_regions_and_layers_give_the_pixels_of_a_full_draw():
 
 
 def test_new_figure_leaves_the_backend_and_pyplot_alone():
-    import matplotlib
-    import matplotlib.pyplot as plt
+    import subprocess
+    import sys
 
-    backend, figures = matplotlib.get_backend(), plt.get_fignums()
-    live = new_figure((3, 2), live=True)
-    agg = new_figure((3, 2), live=False)
-    assert is_live(live) and not is_live(agg)
-    assert matplotlib.get_backend() == backend and plt.get_fignums() == figures
-    live.canvas.close()
+    # A fresh interpreter: ipympl's import would switch the backend, but only the first time.
+    code = """
+import matplotlib
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+from klviz.interactive import is_live, new_figure
+figure = plt.figure()
+live, agg = new_figure((3, 2), live=True), new_figure((3, 2), live=False)
+print(is_live(live), is_live(agg), matplotlib.get_backend(), plt.get_fignums())
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False", "agg", "[1]"]
 
 
 def test_browser_slider_values():
