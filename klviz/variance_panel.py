@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
+from collections import deque
 from typing import Callable, Sequence
 
 import numpy as np
@@ -90,6 +92,7 @@ class GradientVarianceExplorer(LivePanel):
         self.moments = moments
         self.reference_logits = np.asarray(reference_logits, dtype=np.float64)
         self._cache: dict[float, tuple] = {}
+        self.step_times: deque = deque(maxlen=512)  # seconds per step, kernel side
         self.separation = self._separation(separation)
 
         self.figure = new_figure(self.figsize, live=live)
@@ -189,6 +192,7 @@ class GradientVarianceExplorer(LivePanel):
             if separation is not None:
                 self.controls["separation"].value = self._separation(separation)  # runs the step
                 return self.separation
+            start = time.perf_counter()
             self.separation = self._separation(self.controls["separation"].value)
             probabilities, traces, signals, (kl_qp, kl_pq) = self._at(self.separation)
             for name, container in self.distribution_bars.items():
@@ -200,6 +204,7 @@ class GradientVarianceExplorer(LivePanel):
             self.title.set_text(f"s = {self.separation:.2f}:  KL(q‖p) = {kl_qp:.3f},  KL(p‖q) = {kl_pq:.3f}")
             self.blitted.render()
             self.after_render()
+            self.step_times.append(time.perf_counter() - start)
             return self.separation
 
     @property

@@ -163,7 +163,7 @@ def test_regions_contain_everything_their_artists_draw(view):
         view.update(estimators=estimators, gap=2.9, sigma_ratio=0.5)
         view.figure.canvas.draw()
         renderer = view.figure.canvas.get_renderer()
-        for name, (artists, bbox) in view.blitted.regions.items():
+        for name, (artists, bbox, _key) in view.blitted.regions.items():
             x0, y0, x1, y1 = bbox()
             for artist in artists():
                 if artist.get_visible():

@@ -296,3 +296,14 @@ def test_browser_slider_values():
             value = browser_slider_value(low + 0.05 * k, low, high, 0.05)
             assert value == pytest.approx(low + 0.05 * k, abs=1e-12)
             assert browser_slider_value(value, low, high, 0.05) == value  # no ping-pong with the browser
+
+
+def test_png_bytes_round_trip():
+    from klviz.interactive import png_bytes
+
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, size=(37, 53, 4), dtype=np.uint8)
+    pixels[5:9] = 0  # runs of transparent zeros, as in a diff frame
+    decoded = np.asarray(Image.open(io.BytesIO(png_bytes(pixels))))
+    assert decoded.shape == pixels.shape
+    np.testing.assert_array_equal(decoded, pixels)

@@ -185,11 +185,17 @@ class ExplorerFigure:
         self._bias_limits = None
         self._build()
         width = lambda: self.figure.bbox.width  # noqa: E731  (display pixels: they follow the dpi)
+        def limits(axes):
+            return tuple((ax.get_visible(), tuple(ax.get_position().bounds), ax.get_xlim(), ax.get_ylim())
+                         for ax in axes)
+
         regions = {
             "histograms": (lambda: list(self.histogram_axes.values()),
-                           lambda: (0.0, 0.0, _COLUMN_SPLIT * width(), self.figure.bbox.height)),
+                           lambda: (0.0, 0.0, _COLUMN_SPLIT * width(), self.figure.bbox.height),
+                           lambda: (self.estimators, limits(self.histogram_axes.values()))),
             "gap panels": (lambda: [self.bias_axes, self.std_axes] + list(self.figure.legends),
-                           lambda: (_COLUMN_SPLIT * width(), 0.0, width(), self.figure.bbox.height)),
+                           lambda: (_COLUMN_SPLIT * width(), 0.0, width(), self.figure.bbox.height),
+                           lambda: limits((self.bias_axes, self.std_axes))),
         }
         self.blitted = BlittedFigure(self.figure, self.artists.dynamic, slow=self.artists.slow, regions=regions,
                                      blit=blit)

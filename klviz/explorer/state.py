@@ -83,7 +83,13 @@ MARGIN = 0.25
 _POLYNOMIAL_IN_LOG_RATIO = {"k1": (0.0, -1.0), "k2": (0.0, 0.0, 0.5)}
 # The others, evaluated per draw for a sample mean: expm1(L) - L is within ~1e-12 relative of klviz's
 # accurate k3 (MEASUREMENTS.md) and 8x faster; a sample mean's own error is ~1e-3.
-_PER_DRAW = {"k3": lambda log_ratio: np.expm1(log_ratio) - log_ratio}
+def _k3_plain(log_ratio: np.ndarray) -> np.ndarray:
+    values = np.expm1(log_ratio)
+    values -= log_ratio
+    return values
+
+
+_PER_DRAW = {"k3": _k3_plain}
 _MOMENT_ORDER = 8  # E[k2²] needs E[z^8]
 
 
@@ -333,13 +339,18 @@ def _monte_carlo(name: str, quadratic, draws: StandardDraws) -> MonteCarloEstima
         second = float(square @ draws.moments[:square.size])
         variance = max(second - mean * mean, 0.0)
     else:
+        # In place, one temporary at a time: at n = 10^5..10^6 the passes over memory are the cost.
         a, b, c = quadratic
         z = draws.z
-        log_ratio = a + b * z if c == 0.0 else a + z * (b + c * z)
-        values = _PER_DRAW.get(name, ESTIMATORS[name].function)(log_ratio)
+        log_ratio = np.multiply(z, c if c != 0.0 else b)
+        if c != 0.0:
+            log_ratio += b
+            log_ratio *= z
+        log_ratio += a
+        values = np.asarray(_PER_DRAW.get(name, ESTIMATORS[name].function)(log_ratio), dtype=np.float64)
         mean = float(np.sum(values)) / n
-        centred = values - mean
-        variance = float(np.einsum("i,i", centred, centred)) / n  # einsum: no BLAS threads (MEASUREMENTS.md)
+        values = values - mean if values is log_ratio else np.subtract(values, mean, out=values)
+        variance = float(np.einsum("i,i", values, values)) / n  # einsum: no BLAS threads (MEASUREMENTS.md)
     return MonteCarloEstimate(name, n, mean, math.sqrt(variance * n / (n - 1)))
 
 

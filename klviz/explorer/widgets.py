@@ -5,6 +5,9 @@ ipywidgets (and, for the live canvas, ipympl) are imported only when a :class:`B
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from klviz.explorer.figure import ExplorerFigure
 from klviz.explorer.state import (
     DEFAULT_BINS,
@@ -56,6 +59,7 @@ class BiasExplorer(LivePanel):
         import ipywidgets as widgets
 
         self._syncing = False  # True while update() moves several controls (under the lock): one step
+        self.step_times: deque = deque(maxlen=512)  # seconds per step, kernel side (benchmarks, browser test)
         self.panel = ExplorerFigure(gap, sigma_ratio, n, rng=rng, estimators=estimators, live=live, bins=bins,
                                     blit=blit)
         self.blitted = self.panel.blitted
@@ -137,6 +141,7 @@ class BiasExplorer(LivePanel):
 
     def _apply_controls(self) -> ExplorerState:
         with self.lock:
+            start = time.perf_counter()
             state = self.panel.update(
                 gap=self.controls["gap"].value,
                 sigma_ratio=self.controls["sigma_ratio"].value,
@@ -146,6 +151,7 @@ class BiasExplorer(LivePanel):
             )
             self.table.value = state.to_html()
             self.after_render()
+            self.step_times.append(time.perf_counter() - start)
             return state
 
     def update(self, *, gap=None, sigma_ratio=None, n=None, rng=None, estimators=None) -> ExplorerState:
