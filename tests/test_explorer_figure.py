@@ -38,19 +38,19 @@ def fresh_pixels(view):
 def test_a_step_updates_the_same_artists_in_place(view):
     artists = view.artists
     handles = [artists.histogram["k2"], artists.mean["k2"], artists.true_kl["k1"], artists.live["k3"],
-               artists.exact_point, artists.gap_line, artists.title]
+               artists.exact_point, artists.gap_line, artists.title["gap"]]
     before = artists.histogram["k2"].get_data().values.copy()
     state = view.update(gap=1.1)
     assert view.artists is artists
     assert [artists.histogram["k2"], artists.mean["k2"], artists.true_kl["k1"], artists.live["k3"],
-            artists.exact_point, artists.gap_line, artists.title] == handles
+            artists.exact_point, artists.gap_line, artists.title["gap"]] == handles
     assert not np.array_equal(artists.histogram["k2"].get_data().values, before)
     np.testing.assert_array_equal(artists.histogram["k2"].get_data().edges, state.edges)
     assert artists.mean["k2"].get_xdata()[0] == state.rows["k2"].monte_carlo.mean
     assert artists.true_kl["k1"].get_xdata()[0] == pytest.approx(1.1**2 / 2)
     assert artists.gap_line.get_xdata()[0] == 1.1 and artists.std_gap_line.get_xdata()[0] == 1.1
     assert artists.exact_point.get_ydata()[0] == pytest.approx(1.1**2 / 4)
-    assert "μ = 1.10" in artists.title.get_text()
+    assert "μ = 1.10:" in artists.title_text() and "KL[q, p] = 0.605," in artists.title_text()
     assert len(view.figure.axes) == 5
 
 
@@ -111,8 +111,8 @@ def test_unticked_estimators_give_their_room_to_the_others(view):
 
 def test_title_says_undefined_instead_of_nan_at_p_equals_q(view):
     view.update(gap=0.0)
-    title = view.artists.title.get_text()
-    assert "nan" not in title.lower() and "(KL = 0)" in title
+    title = view.artists.title_text()
+    assert "nan" not in title.lower() and "k2 bias/true = undefined (KL = 0)" in title
 
 
 def test_gap_panels_come_from_the_same_draws_and_the_exact_curves(view):
@@ -127,7 +127,7 @@ def test_gap_panels_come_from_the_same_draws_and_the_exact_curves(view):
     np.testing.assert_allclose(view.artists.std_curves["k3"].get_ydata(), exact_curves(grid).relative_std["k3"])
     (crossing,) = std_crossings(1.0)
     assert view.artists.crossing_line.get_xdata()[0] == crossing
-    assert "k3 above k1 for μ > 1.12" in view.artists.std_title.get_text()
+    assert view.artists.std_title.get_text() == "k3 above k1 for μ > 1.12"
     view.update(sigma_ratio=1.5)
     assert not view.artists.crossing_line.get_visible() and "infinite" in view.artists.std_title.get_text()
     assert np.all(np.isnan(view.artists.std_curves["k3"].get_ydata()))
@@ -169,6 +169,22 @@ def test_regions_contain_everything_their_artists_draw(view):
                 if artist.get_visible():
                     box = artist.get_tightbbox(renderer)
                     assert x0 <= box.x0 and box.x1 <= x1 and y0 <= box.y0 and box.y1 <= y1, (name, artist)
+
+
+def test_title_numbers_never_reach_the_next_label(view):
+    renderer = view.figure.canvas.get_renderer()
+    for gap, sigma, n, seed in ((0.0, 1.0, 1000, 0), (0.05, 1.0, 1000, 2**31 - 1), (3.0, 0.5, 1000, 7)):
+        view.update(gap=gap, sigma_ratio=sigma, n=n, rng=seed)
+        labels = view.artists.labels
+        for (label, value), (next_label, _next_value) in zip(labels, labels[1:]):
+            if next_label.get_position()[1] != label.get_position()[1]:
+                continue  # the next line
+            assert label.get_window_extent(renderer).x1 < value.get_window_extent(renderer).x0
+            assert value.get_window_extent(renderer).x1 < next_label.get_window_extent(renderer).x0, value.get_text()
+    legend = view.figure.legends[0].get_window_extent(renderer)
+    for label, value in labels:
+        for text in (label, value):
+            assert not text.get_window_extent(renderer).overlaps(legend), text.get_text()
 
 
 def test_text_is_at_least_9_points(view):

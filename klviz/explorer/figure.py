@@ -63,6 +63,13 @@ _RIGHT_COLUMN = (0.64, 0.985)
 _BOTTOM, _TOP = 0.085, 0.855
 _HISTOGRAM_GAP = 0.055
 _COLUMN_SPLIT = 0.565  # between the histograms' tick labels and the gap panels' y labels
+# The title lines: (key, static label, the widest number it will show). Labels and numbers are placed
+# one after the other when the figure is built, each number with room for its widest value.
+_TITLE_SLOTS = (("gap", "q = N(0, 1),  p = N(μ, σ²):   μ =", "3.00:"), ("kl", "KL[q, p] =", "0.001234,"),
+                ("bias", "k2 bias/true =", "undefined (KL = 0)"))
+_SUBTITLE_SLOTS = (("sigma", "σ = σp/σq =", "2.00,"), ("n", "n =", "1,000,000,"), ("seed", "seed", "2147483647"))
+# The regions of the background that are redrawn alone stop below the title lines (drawn in full draws only).
+_HISTOGRAMS_TOP, _GAP_PANELS_TOP = 0.905, 0.961
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,24 +89,31 @@ class ExplorerArtists:
     gap_line: object  # Line2D: the current gap (bias panel)
     std_gap_line: object  # Line2D: the current gap (stdev panel)
     crossing_line: object  # Line2D: where k3's stdev crosses k1's
-    title: object  # Text: the current gap's numbers
-    subtitle: object  # Text: σ and n
-    std_title: object  # Text: what the stdev panel shows at this σ
+    title: Mapping[str, object]  # Text per number in the title line ("gap", "kl", "bias"): changes with the gap
+    subtitle: Mapping[str, object]  # Text per number in the second line ("sigma", "n", "seed")
+    std_title: object  # Text: what the stdev panel shows at this σ (right of its static title)
     empty_note: object  # Text: shown when no estimator is ticked
+    labels: tuple = ()  # the static Texts of the two title lines, (label, the value it names) in order
 
     def dynamic(self) -> list:
-        """The artists a gap step changes, in drawing order: drawn over the saved layers at every step."""
+        """The artists a gap step changes, in drawing order: drawn over the saved layers at every step.
+        Only the numbers of the title are dynamic text (text is the costliest thing a blit draws, ~0.1 ms
+        a glyph); their labels are in the static background."""
         groups = (self.histogram, self.mean, self.true_kl)
         per_estimator = [group[name] for group in groups for name in ESTIMATOR_NAMES]
         return [self.gap_line, self.std_gap_line] + per_estimator + [self.live[name] for name in ESTIMATOR_NAMES] + [
-            self.exact_point, self.title]
+            self.exact_point] + list(self.title.values())
 
     def slow(self) -> list:
         """The artists that change with σ, n, the seed or the toggles (not the gap): a saved layer."""
         groups = (self.errorbars, self.points, self.std_curves, self.std_points)
         per_estimator = [group[name] for group in groups for name in ESTIMATOR_NAMES]
-        return [self.exact_curve, self.crossing_line] + per_estimator + [self.subtitle, self.std_title,
-                                                                         self.empty_note]
+        return [self.exact_curve, self.crossing_line] + per_estimator + list(self.subtitle.values()) + [
+            self.std_title, self.empty_note]
+
+    def title_text(self) -> str:
+        """The two title lines as one string (static labels and current numbers, in reading order)."""
+        return "  ".join(f"{label.get_text()} {value.get_text()}" for label, value in self.labels)
 
 
 def _bias_limits(curve: np.ndarray) -> tuple[float, float]:
@@ -112,7 +126,7 @@ def _bias_limits(curve: np.ndarray) -> tuple[float, float]:
 
 
 def _title_number(value: float) -> str:
-    return f"{value:.4g}" if math.isfinite(value) else "— (KL = 0)"
+    return f"{value:.4g}" if math.isfinite(value) else "undefined (KL = 0)"
 
 
 class ExplorerFigure:
@@ -191,10 +205,10 @@ class ExplorerFigure:
 
         regions = {
             "histograms": (lambda: list(self.histogram_axes.values()),
-                           lambda: (0.0, 0.0, _COLUMN_SPLIT * width(), self.figure.bbox.height),
+                           lambda: (0.0, 0.0, _COLUMN_SPLIT * width(), _HISTOGRAMS_TOP * self.figure.bbox.height),
                            lambda: (self.estimators, limits(self.histogram_axes.values()))),
             "gap panels": (lambda: [self.bias_axes, self.std_axes] + list(self.figure.legends),
-                           lambda: (_COLUMN_SPLIT * width(), 0.0, width(), self.figure.bbox.height),
+                           lambda: (_COLUMN_SPLIT * width(), 0.0, width(), _GAP_PANELS_TOP * self.figure.bbox.height),
                            lambda: limits((self.bias_axes, self.std_axes))),
         }
         self.blitted = BlittedFigure(self.figure, self.artists.dynamic, slow=self.artists.slow, regions=regions,
@@ -297,14 +311,34 @@ class ExplorerFigure:
         ]
         fig.legend(handles=handles, loc="lower right", bbox_to_anchor=(_RIGHT_COLUMN[1], _TOP + 0.035),
                    ncol=2, fontsize=9, frameon=False, borderaxespad=0.0, handlelength=1.8, columnspacing=1.2)
-        title = fig.text(_LEFT_COLUMN[0], 0.968, "", ha="left", va="center", fontsize=11)
-        subtitle = fig.text(_LEFT_COLUMN[0], 0.93, "", ha="left", va="center", fontsize=10, color="0.25")
-        std_title = std_ax.text(0.0, 1.02, "", transform=std_ax.transAxes, ha="left", va="bottom", fontsize=9)
+        # Title lines: static labels (background) at fixed places, each followed by its number (dynamic).
+        labels, title, subtitle = [], {}, {}
+        renderer = fig.canvas.get_renderer()
+        width = fig.bbox.width
+
+        def text_width(text):
+            return text.get_window_extent(renderer).width / width
+
+        for y, size, color, target, slots in ((0.974, 11, "black", title, _TITLE_SLOTS),
+                                               (0.928, 10, "0.25", subtitle, _SUBTITLE_SLOTS)):
+            x = _LEFT_COLUMN[0]
+            for key, text, widest in slots:
+                label = fig.text(x, y, text, ha="left", va="baseline", fontsize=size, color=color)
+                x += text_width(label) + 0.006
+                target[key] = fig.text(x, y, widest, ha="left", va="baseline", fontsize=size, color=color)
+                x += text_width(target[key]) + 0.018
+                target[key].set_text("")
+                labels.append((label, target[key]))
+        self._static_texts = [label for label, _value in labels]
+        std_ax.set_title("stdev / KL vs gap", loc="left", fontsize=10, pad=3)
+        # On the static title's baseline (3 points above the axes), right-aligned.
+        std_title = std_ax.annotate("", xy=(1.0, 1.0), xycoords="axes fraction", xytext=(0.0, 3.0),
+                                    textcoords="offset points", ha="right", va="baseline", fontsize=9)
         empty_note = fig.text(0.5 * sum(_LEFT_COLUMN), middle, "no estimator ticked: tick k1, k2 or k3",
                               ha="center", va="center", fontsize=10, color="0.3", visible=False)
         self.artists = ExplorerArtists(histogram, mean, true_kl, live, points, errorbars, std_curves, std_points,
                                        exact_curve, exact_point, gap_line, std_gap_line, crossing_line, title,
-                                       subtitle, std_title, empty_note)
+                                       subtitle, std_title, empty_note, tuple(labels))
         self._histogram_legend_artist = None
 
     def _layout(self):
@@ -381,8 +415,9 @@ class ExplorerFigure:
             if self._update_gap_panels():
                 stale.add("gap panels")
             self._points_key = slow_key
-            self.artists.subtitle.set_text(f"q = N(0, 1),  p = N(μ, σ²),  σ = σp/σq = {self.sigma_ratio:.2f},  "
-                                           f"n = {self.n:,},  seed {self.seed}")
+            self.artists.subtitle["sigma"].set_text(f"{self.sigma_ratio:.2f},")
+            self.artists.subtitle["n"].set_text(f"{self.n:,},")
+            self.artists.subtitle["seed"].set_text(f"{self.seed}")
             self.blitted.invalidate_slow()
         for name in ESTIMATOR_NAMES:
             shown = name in self.estimators
@@ -442,7 +477,7 @@ class ExplorerFigure:
             above = np.all(curves.relative_std["k3"][finite] >= curves.relative_std["k1"][finite])
             text = f"k3 {'above' if above else 'below'} k1 at every gap"
         art.crossing_line.set_visible(bool(crossings))
-        art.std_title.set_text(f"stdev / KL vs gap:  {text}")
+        art.std_title.set_text(text)
         # The range holds k2's curve when it is shown; k1's and k3's exact bias is 0.
         limits = _bias_limits(curves.relative_bias["k2"] if "k2" in self.estimators else np.zeros(1))
         if limits != self._bias_limits:
@@ -473,7 +508,9 @@ class ExplorerFigure:
         art.gap_line.set_xdata([state.gap] * 2)
         art.std_gap_line.set_xdata([state.gap] * 2)
         # Short: text is the costliest thing a blit draws (~0.1 ms a glyph); the table has the details.
-        art.title.set_text(f"μ = {state.gap:.2f}:  KL[q, p] = {state.kl:.4g},  k2 bias/true = {_title_number(k2_bias)}")
+        art.title["gap"].set_text(f"{state.gap:.2f}:")
+        art.title["kl"].set_text(f"{state.kl:.4g},")
+        art.title["bias"].set_text(_title_number(k2_bias))
 
     # ---- rendering ---------------------------------------------------------------------------------
     def render(self, full: bool = False):

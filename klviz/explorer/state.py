@@ -91,6 +91,7 @@ def _k3_plain(log_ratio: np.ndarray) -> np.ndarray:
 
 _PER_DRAW = {"k3": _k3_plain}
 _MOMENT_ORDER = 8  # E[k2²] needs E[z^8]
+_VIEW_SAMPLE = 16_384  # draws used to choose a histogram view
 
 
 # --------------------------------------------------------------------------------------------------
@@ -601,8 +602,11 @@ def explorer_state(gap: float, sigma_ratio: float, draws: StandardDraws, *, esti
         edges, cdfs = cumulative_counts(view)
         rescaled = bool(names) and not _view_fits(cdfs, edges, draws.n, marks)
     if rescaled:
-        # Only here are the per-draw values needed (their quantiles): a rescale is the rare step.
-        log_ratio = pair.log_ratio_from_standard(draws.z)
+        # Only here are per-draw values needed, for the quantiles that place the view. Every k-th of the
+        # sorted draws is a sample stratified in z: its quantiles are within a fraction of a percent of the
+        # full sample's, and the view leaves a 25% margin anyway.
+        stride = max(1, draws.n // _VIEW_SAMPLE)
+        log_ratio = pair.log_ratio_from_standard(draws.z[stride // 2::stride])
         values = {name: np.asarray(ESTIMATORS[name].function(log_ratio), dtype=np.float64) for name in names}
         view = _choose_view(values, marks)
         edges, cdfs = cumulative_counts(view)

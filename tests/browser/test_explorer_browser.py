@@ -110,7 +110,9 @@ TRUE_KL = ".klviz-table [data-quantity='true-kl']"
 
 
 def _open_and_run(page, url, token, notebook):
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}", timeout=TIMEOUT_MS)
+    # A workspace of its own, reset: the notebook opened by an earlier test is not restored (and made current).
+    workspace = notebook.split("_")[0]
+    page.goto(f"{url}/lab/workspaces/klviz-{workspace}/tree/{notebook}?reset&token={token}", timeout=TIMEOUT_MS)
     page.wait_for_function(KERNEL_READY, timeout=TIMEOUT_MS)
     assert page.evaluate(RUN_ALL) is True  # the command's promise settles when the last cell has run
     counts = page.evaluate(EXECUTION_COUNTS)
