@@ -28,7 +28,7 @@ def view():
 def fresh_pixels(view):
     """The same settings and histogram view, drawn from scratch in a new figure."""
     fresh = ExplorerFigure(view.gap, view.sigma_ratio, view.n, rng=view.seed, estimators=view.estimators, live=False)
-    fresh.histogram_axes["k1"].set_xlim(view.state.view)
+    fresh.set_view(view.state.view)
     state = fresh.update()
     assert state.view == view.state.view and not state.rescaled
     fresh.render(full=True)  # the limits were set from outside: draw everything afresh

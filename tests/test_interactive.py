@@ -89,7 +89,7 @@ def fresh_pixels(explorer) -> np.ndarray:
     shown = [name for name in ("k1", "k2", "k3") if controls[name].value]
     fresh = ExplorerFigure(controls["gap"].value, controls["sigma_ratio"].value, controls["n"].value,
                            rng=controls["seed"].value, estimators=shown, live=False)
-    fresh.histogram_axes["k1"].set_xlim(explorer.state.view)
+    fresh.set_view(explorer.state.view)
     fresh.update()
     fresh.render(full=True)
     return fresh.blitted.pixels()

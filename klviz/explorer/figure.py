@@ -241,12 +241,9 @@ class ExplorerFigure:
         from matplotlib.lines import Line2D
 
         fig = self.figure
-        self.histogram_axes = {}
-        first = None
-        for name in ESTIMATOR_NAMES:
-            ax = fig.add_axes((0.0, 0.0, 1.0, 1.0), sharex=first)
-            first = first or ax
-            self.histogram_axes[name] = ax
+        # Not shared axes: the three get the same limits from set_view. (Shared x axes make each one lay out
+        # its siblings' tick labels too, which doubles the cost of redrawing the column.)
+        self.histogram_axes = {name: fig.add_axes((0.0, 0.0, 1.0, 1.0)) for name in ESTIMATOR_NAMES}
         right_width = _RIGHT_COLUMN[1] - _RIGHT_COLUMN[0]
         middle = 0.5 * (_BOTTOM + _TOP)
         self.bias_axes = bias_ax = fig.add_axes((_RIGHT_COLUMN[0], middle + 0.035, right_width, _TOP - middle - 0.035))
@@ -427,12 +424,12 @@ class ExplorerFigure:
         self.artists.exact_curve.set_visible("k2" in self.estimators)
 
         # The axes' limits are the current view (a reader may also have zoomed with the toolbar).
-        first = self.histogram_axes["k1"]
-        view = None if choose_view else first.get_xlim()
+        shown = self.histogram_axes[self.estimators[0] if self.estimators else "k1"]
+        view = None if choose_view else shown.get_xlim()
         state = explorer_state(self.gap, self.sigma_ratio, self._draws, estimators=self.estimators,
                                view=view, bins=self.bins)
-        if state.rescaled:
-            first.set_xlim(state.view)  # shared by the three panels
+        if state.rescaled or any(ax.get_xlim() != shown.get_xlim() for ax in self.histogram_axes.values()):
+            self.set_view(state.view)
             stale.add("histograms")
         self._set_dynamic(state)
         self.state = state
@@ -442,6 +439,13 @@ class ExplorerFigure:
             self.blitted.invalidate(region)
         self.blitted.render()
         return state
+
+    def set_view(self, view: tuple[float, float]):
+        """Give the histogram panels the x range ``view`` (the next step keeps it while the data fit it)."""
+        with self.lock:
+            for ax in self.histogram_axes.values():
+                ax.set_xlim(view)
+            self.blitted.invalidate("histograms")
 
     def _update_gap_panels(self) -> bool:
         """The parts of the gap panels that depend on σ and the draws, not on the gap. True when the
@@ -478,8 +482,9 @@ class ExplorerFigure:
             text = f"k3 {'above' if above else 'below'} k1 at every gap"
         art.crossing_line.set_visible(bool(crossings))
         art.std_title.set_text(text)
-        # The range holds k2's curve when it is shown; k1's and k3's exact bias is 0.
-        limits = _bias_limits(curves.relative_bias["k2"] if "k2" in self.estimators else np.zeros(1))
+        # The range holds k2's curve, shown or not: ticking an estimator then never redraws this panel's axes,
+        # and k1's and k3's points (exact bias 0) sit on the zero line either way.
+        limits = _bias_limits(curves.relative_bias["k2"])
         if limits != self._bias_limits:
             self.bias_axes.set_ylim(*limits)
             self._bias_limits = limits
