@@ -267,6 +267,54 @@ def test_bias_explorer_controls(page, jupyter_lab, step_latencies, control_resul
     assert int(state[2]) == int(_readout(page, "n").replace(",", ""))
 
 
+def test_a_cell_and_the_browser_drawing_at_once_leave_the_right_picture(page, jupyter_lab):
+    """The issue's reproduction: gap at 2.5; on the σp/σq slider →, →, End about a second apart, then
+    Home, and at once, from a cell, σ = 1.5 and gap = 1.0 (the cell runs on the main thread while the
+    widget messages run on a subshell thread). The canvas in the page must then be, pixel for pixel, a
+    fresh figure drawn in the kernel at the controls' final settings."""
+    url, token, _root = jupyter_lab
+    _open_and_run(page, url, token, "04_bias_explorer.ipynb")
+    _attach(page, ".klviz-explorer")
+    _kernel(page, "explorer.update(gap=2.5)")
+    handle = page.locator(".klviz-sigma-ratio .noUi-handle")
+    handle.focus()
+    for key in ("ArrowRight", "ArrowRight", "End"):
+        page.keyboard.press(key)
+        time.sleep(1.0)
+    page.keyboard.press("Home")
+    cell = "explorer.controls['sigma_ratio'].value = 1.5; explorer.controls['gap'].value = 1.0"
+    _kernel(page, cell)
+    _settle(page)
+    time.sleep(1.0)  # let the last frames arrive
+    _settle(page)
+    fresh = _kernel(page, """
+import base64
+from klviz.explorer import ExplorerFigure
+from klviz.interactive import png_bytes
+_c = explorer.controls
+_fresh = ExplorerFigure(_c['gap'].value, _c['sigma_ratio'].value, _c['n'].value, rng=_c['seed'].value,
+                        estimators=[k for k in ('k1', 'k2', 'k3') if _c[k].value], live=False)
+_fresh.set_view(explorer.state.view)
+_fresh.update()
+_fresh.render(full=True)
+print(_c['gap'].value, _c['sigma_ratio'].value, base64.b64encode(png_bytes(_fresh.blitted.pixels())).decode())
+""").split()
+    assert float(fresh[0]) == 1.0 and float(fresh[1]) in (0.5, 1.5)  # the last writer wins, either way
+    assert float(_readout(page, "sigma-ratio")) == float(fresh[1]) and float(_readout(page, "gap")) == 1.0
+    shown = page.evaluate("() => window.__klviz.canvas.toDataURL('image/png').split(',')[1]")
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    expected = np.asarray(Image.open(io.BytesIO(base64.b64decode(fresh[2]))).convert("RGB"))
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown))).convert("RGB"))
+    assert picture.shape == expected.shape
+    differing = int(np.any(picture != expected, axis=-1).sum())
+    assert differing == 0, f"{differing} pixels of the page's canvas differ from a fresh draw of the final state"
+
+
 def _drag_generic(page, css: str, notches: int, steps: int, direction: int, passes: int = 2,
                   steps_per_second: float = 20.0) -> dict:
     """Hold the mouse on the slider with CSS class ``klviz-<css>`` and drag it ``steps`` notches one way and
