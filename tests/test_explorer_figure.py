@@ -129,7 +129,15 @@ def test_gap_panels_come_from_the_same_draws_and_the_exact_curves(view):
     assert view.artists.crossing_line.get_xdata()[0] == crossing
     assert view.artists.std_title.get_text() == "k3 above k1 for μ > 1.12"
     view.update(sigma_ratio=1.5)
-    assert not view.artists.crossing_line.get_visible() and "infinite" in view.artists.std_title.get_text()
+    assert not view.artists.crossing_line.get_visible() and view.artists.std_title.get_text() == "Var k3 = ∞ (σp/σq ≥ √2)"
+    renderer = view.figure.canvas.get_renderer()
+    view.figure.canvas.draw()
+    title = view.std_axes._left_title  # set_title(loc="left")
+    assert title.get_text() == "stdev / KL vs gap"
+    note, title = view.artists.std_title.get_window_extent(renderer), title.get_window_extent(renderer)
+    assert title.x1 < note.x0  # the note does not run into the panel's title
+    view.update(estimators=["k1", "k2"])  # the note compares k3 with k1: not shown without k3
+    assert view.artists.std_title.get_text() == "" and not view.artists.crossing_line.get_visible()
     assert np.all(np.isnan(view.artists.std_curves["k3"].get_ydata()))
 
 

@@ -475,13 +475,14 @@ class ExplorerFigure:
             text = f"k3 {'above' if after else 'below'} k1 for μ > {crossings[-1]:.2f}"
             art.crossing_line.set_xdata([crossings[-1]] * 2)
         elif not np.all(np.isfinite(curves.relative_std["k3"])):
-            text = "k3's variance is infinite (σp/σq ≥ √2)"
+            text = "Var k3 = ∞ (σp/σq ≥ √2)"
         else:
             finite = np.isfinite(curves.relative_std["k1"])
             above = np.all(curves.relative_std["k3"][finite] >= curves.relative_std["k1"][finite])
             text = f"k3 {'above' if above else 'below'} k1 at every gap"
-        art.crossing_line.set_visible(bool(crossings))
-        art.std_title.set_text(text)
+        both = "k1" in self.estimators and "k3" in self.estimators  # the note compares the two
+        art.crossing_line.set_visible(bool(crossings) and both)
+        art.std_title.set_text(text if both else "")
         # The range holds k2's curve, shown or not: ticking an estimator then never redraws this panel's axes,
         # and k1's and k3's points (exact bias 0) sit on the zero line either way.
         limits = _bias_limits(curves.relative_bias["k2"])
