@@ -635,11 +635,6 @@ class Estimator:
         """``label`` if given, else the name."""
         return self.label if self.label is not None else self.name
 
-    # Transition alias for modules not yet moved to the record (removed once they are).
-    @property
-    def function(self) -> Callable:
-        return self.value
-
     def __repr__(self) -> str:
         return f"Estimator({self.name!r}, target={self.target!r})"
 

@@ -30,3 +30,14 @@ class GivenUniforms(np.random.Generator):
         size = 1 if size is None else size
         values, self._uniforms = self._uniforms[:size], self._uniforms[size:]
         return np.array(values, dtype=np.float64)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers by location: nbval items are ``notebooks``, tests/browser ``browser`` (the fast suite is
+    ``pytest -m "not notebooks and not browser"``)."""
+    for item in items:
+        path = str(item.path)
+        if path.endswith(".ipynb"):
+            item.add_marker(pytest.mark.notebooks)
+        elif "/tests/browser/" in path:
+            item.add_marker(pytest.mark.browser)

@@ -71,10 +71,6 @@ class Pair:
         """The same two distributions with the roles of p and q exchanged."""
         raise NotImplementedError
 
-    def kl(self) -> float:
-        """Transition alias of :meth:`kl_qp` while modules move to the redesign (removed with it)."""
-        return self.kl_qp()
-
     # --- hooks for klviz.exact and klviz.fdiv -------------------------------------------------------------
     def _target(self, estimator: Estimator) -> float:
         return self.kl_qp() if estimator.target == "kl_qp" else self.kl_pq()

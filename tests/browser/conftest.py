@@ -42,6 +42,8 @@ SERVER_START_TIMEOUT = 60  # seconds
 
 # Step latencies observed in the browser, printed in the terminal summary.
 LATENCIES_MS: list[float] = []
+# Per control: {"latencies": [ms, ...], "drag": {"fps": ..., "frames": ...}, "kernel_ms": median step}.
+CONTROL_RESULTS: dict[str, dict] = {}
 
 
 def _unavailable(reason: str):
@@ -149,7 +151,28 @@ def step_latencies() -> list[float]:
     return LATENCIES_MS
 
 
+@pytest.fixture(scope="session")
+def control_results() -> dict:
+    """Where the tests record, per control, the latencies, drag frame rate and kernel step time."""
+    return CONTROL_RESULTS
+
+
 def pytest_terminal_summary(terminalreporter):
+    if CONTROL_RESULTS:
+        load = os.getloadavg()
+        terminalreporter.write_line(
+            f"interactive figures in the browser (action -> page updated), load average {load[0]:.2f} "
+            f"{load[1]:.2f} {load[2]:.2f}:")
+        terminalreporter.write_line(f"  {'control':<24}{'median ms':>10}{'min':>7}{'max':>7}{'n':>4}"
+                                    f"{'kernel ms':>11}{'drag fps':>10}")
+        for name, result in CONTROL_RESULTS.items():
+            latencies = result["latencies"]
+            drag = result.get("drag")
+            kernel = result.get("kernel_ms")
+            terminalreporter.write_line(
+                f"  {name:<24}{statistics.median(latencies):>10.0f}{min(latencies):>7.0f}{max(latencies):>7.0f}"
+                f"{len(latencies):>4}{kernel if kernel is not None else float('nan'):>11.1f}"
+                f"{drag['fps'] if drag else float('nan'):>10.1f}")
     if LATENCIES_MS:
         terminalreporter.write_line(
             f"explorer in the browser: key press -> table and canvas updated, median "

@@ -1,20 +1,19 @@
-r"""Tests for klviz.explorer: the pure update functions against exact values, the figure's in-place
-updates and blitting, and the widget glue (without a browser; tests/browser drives a real one).
+r"""Tests for klviz.explorer.state: the pure update functions against exact values (no plotting).
 
 References are computed differently from the code under test:
 
 * q = N(0, 1), p = N(μ, σ²): KL[q, p] = log σ + (1 + μ²)/(2σ²) - 1/2; for σ = 1, E[k2] = μ²/2 + μ⁴/8, so
-  k2's relative bias is μ²/4, and Var(k1) = μ², so k1's stdev/true is 2/μ;
+  k2's relative bias is μ²/4, Var(k1) = μ² (k1's stdev/true is 2/μ) and Var(k3) = e^{μ²} - 1 - μ²;
 * log r from scipy.stats.norm.logpdf at the draws, per-sample estimators from klviz.k1/k2/k3, histograms
-  from numpy.histogram, means from numpy;
+  from numpy.histogram, means and standard deviations from numpy over the per-sample values;
 * common random numbers: k1 = μ²/2 - μz, so its sample mean is μ²/2 - μ z̄ at every gap, one z̄;
-* E[k2] for unequal variances by scipy quadrature.
+* E[k2] for unequal variances by scipy quadrature; the exact curves against klviz.exact_moments (mpmath
+  closed forms) and scipy quadrature; the k3/k1 crossing for σ = 1 from Lambert's W (mpmath).
 """
 
 import math
 import re
 
-import matplotlib
 import mpmath
 import numpy as np
 import pytest
@@ -23,16 +22,16 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 
 import klviz
-from klviz import explorer as ex
+from klviz.explorer import state as ex
 from klviz.explorer import (
     ESTIMATOR_NAMES,
-    BiasExplorer,
-    ExplorerFigure,
     StandardDraws,
+    exact_curves,
     exact_relative_bias,
     explorer_state,
     monte_carlo_bias,
     standard_draws,
+    std_crossings,
 )
 
 N = 20_000  # enough for 4-s.e. checks, small enough to keep the file fast
@@ -261,209 +260,6 @@ def test_table_html_carries_full_precision_values(draws):
     assert "true KL[q, p] = 0.55125" in text and "0.275625" in text
 
 
-# --------------------------------------------------------------------------------------------------
-# The figure: artists built once, updated in place, blitted
-# --------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def view():
-    figure = ExplorerFigure(n=N, rng=1)
-    yield figure
-    figure.close()
-
-
-def test_a_step_updates_the_same_artists_in_place(view):
-    artists = view.artists
-    handles = [artists.histogram["k2"], artists.mean["k2"], artists.true_kl["k1"], artists.live["k3"],
-               artists.exact_point, artists.gap_line, artists.title]
-    before = artists.histogram["k2"].get_data().values.copy()
-    state = view.update(gap=1.1)
-    assert view.artists is artists
-    assert [artists.histogram["k2"], artists.mean["k2"], artists.true_kl["k1"], artists.live["k3"],
-            artists.exact_point, artists.gap_line, artists.title] == handles
-    assert not np.array_equal(artists.histogram["k2"].get_data().values, before)
-    np.testing.assert_array_equal(artists.histogram["k2"].get_data().edges, state.edges)
-    assert artists.mean["k2"].get_xdata()[0] == state.rows["k2"].monte_carlo.mean
-    assert artists.true_kl["k1"].get_xdata()[0] == pytest.approx(1.1**2 / 2)
-    assert artists.gap_line.get_xdata()[0] == 1.1
-    assert artists.exact_point.get_ydata()[0] == pytest.approx(1.1**2 / 4)
-    assert "1.10" in artists.title.get_text()
-    assert len(view.figure.axes) == 4
-
-
-def test_small_steps_blit_and_large_jumps_redraw(view):
-    full = view.full_draws
-    view.update(gap=1.05)
-    view.update(gap=1.1)
-    assert view.full_draws == full  # restored background + changed artists only
-    view.update(gap=3.0)
-    assert view.full_draws == full + 1  # the bins were re-chosen: one full draw
-    view.update(sigma_ratio=1.2)  # the bias panel's curve and points change
-    assert view.full_draws == full + 2
-
-
-def test_blitted_picture_matches_a_full_draw(view):
-    for gap in (1.05, 1.1, 1.15, 1.2):
-        view.update(gap=gap)
-    assert view.full_draws == 1
-    canvas = view.figure.canvas
-    blitted = np.asarray(canvas.buffer_rgba()).copy()
-    canvas.draw()
-    drawn = np.asarray(canvas.buffer_rgba())
-    differing = np.any(blitted != drawn, axis=-1).mean()
-    # Only drawing order differs (changing artists on top of spines and legend); a stale histogram left in
-    # the background would differ in several percent of the pixels.
-    assert differing < 0.004
-
-
-def test_a_foreign_draw_invalidates_the_background(view):
-    view.figure.canvas.draw()  # e.g. a resize in the browser
-    full = view.full_draws
-    view.update(gap=1.05)
-    assert view.full_draws == full + 1
-
-
-def test_toggles_hide_and_show_artists(view):
-    artists = view.artists
-    state = view.update(estimators=["k1", "k3"])
-    assert state.estimators == ("k1", "k3")
-    for group in (artists.histogram, artists.mean, artists.true_kl, artists.live, artists.points, artists.errorbars):
-        assert not group["k2"].get_visible()
-        assert group["k1"].get_visible() and group["k3"].get_visible()
-    assert not artists.exact_curve.get_visible() and not artists.exact_point.get_visible()
-    view.update(estimators=ESTIMATOR_NAMES)
-    assert artists.histogram["k2"].get_visible() and artists.exact_curve.get_visible()
-
-
-def test_bias_panel_points_come_from_the_same_draws(view):
-    x, y = view.artists.points["k1"].get_data()
-    z_bar = standard_draws(N, rng=1).z.mean()
-    gaps = np.array(ex.MC_GAPS)
-    np.testing.assert_allclose(x, gaps + ex._DODGE["k1"])
-    np.testing.assert_allclose(y, -2 * z_bar / gaps, rtol=1e-9, atol=1e-14)
-    np.testing.assert_allclose(view.artists.exact_curve.get_ydata()[1:], ex.GAP_GRID[1:] ** 2 / 4, rtol=1e-12)
-
-
-def test_no_blit_variant_draws_every_step():
-    figure = ExplorerFigure(n=1000, rng=0, blit=False)
-    full = figure.full_draws
-    figure.update(gap=1.05)
-    assert figure.full_draws == full + 1
-    figure.close()
-
-
-def test_static_png_and_validation():
-    figure = ExplorerFigure(n=1000, rng=0, figure=matplotlib.figure.Figure(figsize=ExplorerFigure.figsize))
-    png = figure.to_png()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == figure.to_png()  # reproducible bytes
-    with pytest.raises(ValueError, match="gap must be finite and >= 0 and <= 3"):
-        ExplorerFigure(gap=3.5, n=1000)
-    with pytest.raises(ValueError, match="sigma_ratio must be finite and >= 0.5 and <= 2"):
-        ExplorerFigure(sigma_ratio=0.1, n=1000)
-    with pytest.raises(TypeError, match="rng must be None, an int seed or a numpy.random.Generator"):
-        ExplorerFigure(rng="seed", n=1000)
-    with pytest.raises(ValueError, match="rng must be a non-negative seed"):
-        ExplorerFigure(rng=-1, n=1000)
-
-
-def test_rng_accepts_a_generator():
-    figure = ExplorerFigure(n=1000, rng=np.random.default_rng(5))
-    assert figure.seed == int(np.random.default_rng(5).integers(2**31))
-    figure.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# The widgets
-# --------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def explorer():
-    widget = BiasExplorer(n=10_000, rng=2)
-    yield widget
-    widget.close()
-
-
-def k2_exact_in_table(explorer):
-    match = re.search(r'data-estimator="k2" data-quantity="exact-relative-bias" data-value="([^"]+)"',
-                      explorer.table.value)
-    return float(match.group(1))
-
-
-def test_moving_the_gap_slider_runs_a_step(explorer):
-    patch = explorer.artists.histogram["k2"]
-    explorer.controls["gap"].value = 2.0
-    assert explorer.state.gap == 2.0
-    assert k2_exact_in_table(explorer) == pytest.approx(1.0, rel=1e-12)
-    assert explorer.artists.histogram["k2"] is patch
-
-
-def test_other_controls(explorer):
-    mean = explorer.state.rows["k1"].monte_carlo.mean
-    explorer.controls["resample"].click()
-    assert explorer.seed == 3 and explorer.controls["seed"].value == 3
-    assert explorer.state.rows["k1"].monte_carlo.mean != mean  # new draws
-    explorer.controls["n"].value = 1000
-    assert explorer.state.n == 1000
-    explorer.controls["k2"].value = False
-    assert explorer.estimators == ("k1", "k3") and "k2" not in explorer.table.value
-    explorer.controls["sigma_ratio"].value = 1.5
-    assert explorer.state.sigma_ratio == 1.5 and "∞" in explorer.table.value
-
-
-def test_update_moves_the_controls_in_one_step(explorer):
-    full = explorer.full_draws
-    state = explorer.update(gap=1.05, estimators=["k1", "k2"])
-    assert explorer.controls["gap"].value == 1.05 and not explorer.controls["k3"].value
-    assert state.estimators == ("k1", "k2")
-    assert explorer.full_draws == full + 1  # one step (the toggle re-chose the bins), not one per control
-    with pytest.raises(ValueError, match="n must be one of the sample-size slider's values"):
-        explorer.update(n=12_345)
-
-
-def test_display_bundle_and_inline_fallback(explorer):
-    bundle = explorer._repr_mimebundle_()
-    assert bundle["text/plain"] == "BiasExplorer(gap=1, sigma_ratio=1, n=10000, rng=2, estimators=['k1', 'k2', 'k3'])"
-    assert "application/vnd.jupyter.widget-view+json" in bundle
-    # Agg here, not ipympl: the picture is a PNG in an Output widget, re-rendered after each step.
-    (output,) = explorer._output.outputs
-    explorer.controls["gap"].value = 1.5
-    (updated,) = explorer._output.outputs
-    assert updated["data"]["image/png"] != output["data"]["image/png"]
-
-
-# --------------------------------------------------------------------------------------------------
-# The browser's slider arithmetic
-# --------------------------------------------------------------------------------------------------
-
-def test_browser_slider_values():
-    # Values observed from ipywidgets' FloatSlider (noUiSlider) in Chromium on [0, 3] with step 0.05.
-    assert ex._browser_slider_value(1.25, 0.0, 3.0, 0.05) == 1.2500000000000002
-    assert ex._browser_slider_value(0.05 * 12, 0.0, 3.0, 0.05) == 0.6
-    assert ex._browser_slider_value(1.05, 0.0, 3.0, 0.05) == 1.05
-    assert ex._browser_slider_value(7.0, 0.0, 3.0, 0.05) == 3.0
-    assert ex._browser_slider_value(-1.0, 0.0, 3.0, 0.05) == 0.0
-    for low, high in ((0.0, 3.0), (0.5, 2.0)):
-        for k in range(int(round((high - low) / 0.05)) + 1):
-            value = ex._browser_slider_value(low + 0.05 * k, low, high, 0.05)
-            assert value == pytest.approx(low + 0.05 * k, abs=1e-12)
-            assert ex._browser_slider_value(value, low, high, 0.05) == value  # no ping-pong with the browser
-
-
-def test_sliders_store_the_browser_value(explorer):
-    explorer.controls["gap"].value = 1.25
-    assert explorer.controls["gap"].value == 1.2500000000000002
-    assert explorer.state.rows["k2"].exact.relative_bias == pytest.approx(1.25**2 / 4, rel=1e-12)
-
-
-def test_import_klviz_does_not_import_widgets():
-    import subprocess
-    import sys
-
-    code = "import sys, klviz, klviz.explorer; print('ipywidgets' in sys.modules, 'ipympl' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["False", "False"]
-
-
 def test_k3_inverse_is_accurate_from_tiny_to_huge_values():
     y = np.concatenate([[0.0], np.logspace(-20, 4, 500)])
     lower, upper = ex._k3_inverse(y)
@@ -475,3 +271,93 @@ def test_k3_inverse_is_accurate_from_tiny_to_huge_values():
             with mpmath.workdps(50):
                 exact = mpmath.expm1(mpmath.mpf(float(root))) - mpmath.mpf(float(root))
             assert float(exact) == pytest.approx(value, rel=1e-14)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact curves along the gap, and where k3's spread crosses k1's
+# --------------------------------------------------------------------------------------------------
+
+def test_exact_curves_for_unit_variances_are_the_closed_forms():
+    gaps = np.linspace(0.05, 3.0, 60)
+    curves = exact_curves(gaps, 1.0)
+    kl = gaps**2 / 2
+    np.testing.assert_allclose(curves.kl, kl, rtol=1e-14)
+    np.testing.assert_allclose(curves.relative_bias["k2"], gaps**2 / 4, rtol=1e-12)
+    np.testing.assert_allclose(curves.relative_std["k1"], 2 / gaps, rtol=1e-12)
+    var_k3 = np.array([float(mpmath.expm1(mpmath.mpf(g) ** 2) - mpmath.mpf(g) ** 2) for g in gaps])
+    np.testing.assert_allclose(curves.relative_std["k3"], np.sqrt(var_k3) / kl, rtol=1e-10)
+    var_k2 = gaps**4 / 2 + gaps**6 / 4  # Var(½ L²), L = μz - μ²/2
+    np.testing.assert_allclose(curves.relative_std["k2"], np.sqrt(var_k2) / kl, rtol=1e-10)
+    for name in ("k1", "k3"):
+        assert np.all(curves.relative_bias[name] == 0)
+    at_zero = exact_curves([0.0], 1.0)  # p = q: nothing relative is defined
+    assert all(math.isnan(at_zero.relative_std[name][0]) for name in ESTIMATOR_NAMES)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 0.8, 1.1, 1.3, 1.41, 1.9])
+def test_exact_curves_match_klviz_exact_moments(sigma):
+    gaps = np.array([0.0, 0.3, 1.0, 2.2, 3.0])
+    curves = exact_curves(gaps, sigma)
+    for i, gap in enumerate(gaps):
+        for name in ESTIMATOR_NAMES:
+            exact = klviz.exact_moments(klviz.GaussianPair(mu_p=float(gap), sigma_p=sigma), name)
+            if math.isinf(exact.var):
+                assert curves.relative_std[name][i] == math.inf
+            else:
+                assert curves.relative_std[name][i] == pytest.approx(exact.relative_std, rel=1e-9)
+            assert curves.relative_bias[name][i] == pytest.approx(exact.relative_bias, rel=1e-9, abs=1e-12)
+
+
+def test_exact_k3_variance_by_quadrature_for_unequal_widths():
+    gap, sigma = 0.7, 1.2
+
+    def k3(x):
+        log_r = stats.norm.logpdf(x, gap, sigma) - stats.norm.logpdf(x)
+        return np.expm1(log_r) - log_r
+
+    mean, _ = integrate.quad(lambda x: stats.norm.pdf(x) * k3(x), -30, 30, epsabs=0, epsrel=1e-12, limit=200)
+    second, _ = integrate.quad(lambda x: stats.norm.pdf(x) * k3(x) ** 2, -30, 30, epsabs=0, epsrel=1e-12, limit=200)
+    curves = exact_curves([gap], sigma)
+    assert curves.relative_std["k3"][0] * curves.kl[0] == pytest.approx(math.sqrt(second - mean**2), rel=1e-8)
+
+
+def test_std_crossing_for_unit_variances_solves_exp_x_equals_1_plus_2x():
+    # e^x = 1 + 2x with x = μ²: x = -1/2 - W_{-1}(-e^{-1/2}/2)
+    x = -0.5 - mpmath.lambertw(-mpmath.exp(-0.5) / 2, -1).real
+    (crossing,) = std_crossings(1.0)
+    assert crossing == pytest.approx(float(mpmath.sqrt(x)), rel=1e-11)
+    assert round(crossing, 2) == 1.12
+    curves = exact_curves([crossing - 0.01, crossing + 0.01], 1.0)
+    assert curves.relative_std["k3"][0] < curves.relative_std["k1"][0]  # k3 better just below the crossing
+    assert curves.relative_std["k3"][1] > curves.relative_std["k1"][1]  # k1 better beyond it
+
+
+def test_std_crossings_elsewhere():
+    assert std_crossings(1.5) == ()  # k3's variance is infinite at every gap
+    assert std_crossings(1.3) == ()  # finite, but above k1's at every gap in [0, 3]
+    curves = exact_curves(np.linspace(0.0, 3.0, 31), 1.3)
+    assert np.all(curves.relative_std["k3"] > curves.relative_std["k1"])
+    (crossing,) = std_crossings(0.7)
+    curves = exact_curves([crossing], 0.7)
+    assert curves.relative_std["k3"][0] == pytest.approx(curves.relative_std["k1"][0], rel=1e-9)
+    with pytest.raises(ValueError, match="gap_range must be"):
+        std_crossings(1.0, (2.0, 1.0))
+    with pytest.raises(ValueError, match="sigma_ratio must be finite and > 0"):
+        exact_curves([1.0], 0.0)
+    with pytest.raises(ValueError, match="gaps must be"):
+        exact_curves([-1.0], 1.0)
+
+
+def test_monte_carlo_points_carry_the_sample_spread(big_draws):
+    points = monte_carlo_bias([0.5, 2.0], 1.0, big_draws)
+    for i, gap in enumerate((0.5, 2.0)):
+        values = per_sample(gap, 1.0, big_draws.z)
+        for name in ESTIMATOR_NAMES:
+            assert points.relative_std[name][i] == pytest.approx(values[name].std(ddof=1) / (gap**2 / 2), rel=1e-9)
+
+
+def test_sample_moments_of_the_draws(draws):
+    z = draws.z
+    expected = [float(np.mean(z.astype(np.longdouble) ** j)) for j in range(9)]
+    np.testing.assert_allclose(draws.moments, expected, rtol=1e-12, atol=1e-15)
+    assert not draws.moments.flags.writeable
