@@ -23,7 +23,7 @@ def format_value(value) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, numbers.Integral):
-        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+        return f"{int(value):,}" if abs(int(value)) >= 1000 else str(int(value))
     if isinstance(value, numbers.Real):
         value = float(value)
         if math.isnan(value) or math.isinf(value):

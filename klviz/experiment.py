@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from klviz import _checks
+from klviz._results import Result, Shown
 from klviz.estimators import get_estimators
 from klviz.exact import ExactMoments, exact_moments
 from klviz.montecarlo import MonteCarloEstimate, simulate
@@ -46,8 +47,8 @@ def _relative_std_text(exact: ExactMoments) -> str:
     return f"{exact.relative_std:.5g}"
 
 
-@dataclass(frozen=True)
-class TableRow:
+@dataclass(frozen=True, repr=False)
+class TableRow(Result):
     """One estimator at one gap: exact moments, Monte Carlo estimate, and the article's figures."""
 
     gap: float
@@ -55,6 +56,10 @@ class TableRow:
     exact: ExactMoments
     monte_carlo: MonteCarloEstimate
     article: tuple[float, float] | None
+
+    def _display_fields(self):
+        return [("gap", self.gap), ("estimator", self.estimator), ("exact mean", self.exact.mean),
+                ("Monte Carlo", Shown(f"{self.monte_carlo.mean:.8g} ± {self.monte_carlo.stderr:.2g}"))]
 
     @property
     def estimator(self) -> str:
@@ -79,8 +84,8 @@ class TableRow:
         return (self.monte_carlo.mean - self.exact.mean) / self.monte_carlo.stderr
 
 
-@dataclass(frozen=True)
-class SeedTable:
+@dataclass(frozen=True, repr=False)
+class SeedTable(Result):
     """The reproduced table: rows for every gap and estimator, plus how it was made."""
 
     rows: tuple[TableRow, ...]
@@ -90,10 +95,9 @@ class SeedTable:
     def __str__(self) -> str:
         return self.to_text()
 
-    def __repr__(self) -> str:
+    def _display_fields(self):
         gaps = ", ".join(f"{g:g}" for g in dict.fromkeys(row.gap for row in self.rows))
-        return f"SeedTable(gaps=[{gaps}], n={self.n:,}, seed={self.seed}; print() it for the table)"
-
+        return [("gaps", Shown(f"[{gaps}]")), ("n", self.n), ("seed", self.seed)]
     def to_text(self) -> str:
         """A plain-text table (84 columns), 4+ significant digits, one block per gap."""
         lines = []
@@ -132,7 +136,7 @@ class SeedTable:
         return f"<table><thead>{head}</thead><tbody>{body}</tbody></table><p>n = {self.n:,}, seed = {self.seed}</p>"
 
 
-def seed_table(gaps=(0.1, 1.0), n: int = 10**7, *, rng=0, estimators=("k1", "k2", "k3"),
+def seed_table(gaps=(0.1, 1.0), n: int = 10**7, *, rng=None, estimators=("k1", "k2", "k3"),
                workers: int | None = None) -> SeedTable:
     r"""Reproduce the article's table: q = N(0, 1), p = N(gap, 1), n samples per gap.
 

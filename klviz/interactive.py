@@ -124,7 +124,7 @@ def png_bytes(rgba) -> bytes:
 
     ipympl sends every frame as a full-size PNG (a diff frame is mostly transparent zeros). Pillow's
     encoder spends most of its time choosing row filters; without them zlib alone encodes a 1000 x 660
-    frame in ~5 ms instead of ~12 ms, for about the same size. Decoders read it like any PNG.
+    frame in about half the time, for about the same size. Decoders read it like any PNG.
     """
     import struct
     import zlib
@@ -208,7 +208,7 @@ class BlittedFigure:
     ``slow()`` (optional) returns artists that change now and then (with a setting other than the one
     a slider moves fastest): they are drawn once over the static background and that picture is saved
     as a second layer; call :meth:`invalidate_slow` when they change. A step then restores the second
-    layer and draws only ``dynamic()``. Text is the costliest thing to draw (~0.1 ms a glyph), so
+    layer and draws only ``dynamic()``. Text is the costliest thing to draw, so
     texts that rarely change belong there.
 
     ``regions`` (optional) split the static background into parts that can be redrawn alone:

@@ -97,8 +97,8 @@ class ExplorerArtists:
 
     def dynamic(self) -> list:
         """The artists a gap step changes, in drawing order: drawn over the saved layers at every step.
-        Only the numbers of the title are dynamic text (text is the costliest thing a blit draws, ~0.1 ms
-        a glyph); their labels are in the static background."""
+        Only the numbers of the title are dynamic text (text is the costliest thing a blit draws);
+        their labels are in the static background."""
         groups = (self.histogram, self.mean, self.true_kl)
         per_estimator = [group[name] for group in groups for name in ESTIMATOR_NAMES]
         return [self.gap_line, self.std_gap_line] + per_estimator + [self.live[name] for name in ESTIMATOR_NAMES] + [
@@ -170,7 +170,7 @@ class ExplorerFigure:
 
     figsize = (10.0, 6.6)
 
-    def __init__(self, gap: float = 1.0, sigma_ratio: float = 1.0, n: int = 200_000, *, rng=0,
+    def __init__(self, gap: float = 1.0, sigma_ratio: float = 1.0, n: int = 200_000, *, rng=None,
                  estimators=ESTIMATOR_NAMES, figure=None, live: bool | None = None, bins: int = DEFAULT_BINS,
                  blit: bool = True):
         self.gap = _real_in(gap, "gap", *GAP_RANGE)
@@ -513,7 +513,7 @@ class ExplorerFigure:
         art.exact_point.set_visible("k2" in state.rows)
         art.gap_line.set_xdata([state.gap] * 2)
         art.std_gap_line.set_xdata([state.gap] * 2)
-        # Short: text is the costliest thing a blit draws (~0.1 ms a glyph); the table has the details.
+        # Short: text is the costliest thing a blit draws; the table has the details.
         art.title["gap"].set_text(f"{state.gap:.2f}:")
         art.title["kl"].set_text(f"{state.kl:.4g},")
         art.title["bias"].set_text(_title_number(k2_bias))

@@ -20,7 +20,7 @@ polynomials in log r, so their sample mean and variance are polynomials in the s
 (no pass over the draws), and the histograms are binary searches in the sorted draws. Only k3 needs a
 pass (one ``expm1`` per draw).
 
-Why stable views: a full redraw costs ~100 ms, almost all of it tick and text layout; blitting the
+Why stable views: a full redraw is dominated by tick and text layout; blitting the
 changed artists costs a few ms. So the histogram bins span a view that changes only when the data
 leave it or shrink to a small part of it (:func:`explorer_state` decides, from the counts it already
 has).
@@ -38,6 +38,7 @@ from typing import Mapping
 import numpy as np
 
 from klviz import _checks
+from klviz._results import Result, Shown
 from klviz.estimators import ESTIMATORS
 from klviz.exact import ExactMoments, exact_moments
 from klviz.experiment import TableRow
@@ -142,8 +143,8 @@ def _seed(rng) -> int:
 # Pure functions
 # --------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, eq=False)
-class StandardDraws:
+@dataclass(frozen=True, eq=False, repr=False)
+class StandardDraws(Result):
     r"""The explorer's common random numbers: n standard normals, drawn once, sorted, read-only.
 
     Every picture is a deterministic transform of these draws, :math:`\log r = a + b z + c z^2` for the
@@ -187,10 +188,8 @@ class StandardDraws:
     def n(self) -> int:
         return self.z.size
 
-    def __repr__(self) -> str:
-        return f"StandardDraws(n={self.n:,})"
-
-
+    def _display_fields(self):
+        return [("n", self.n)]
 def standard_draws(n: int, *, rng=None) -> StandardDraws:
     r"""Draw the explorer's common random numbers: n sorted standard normals.
 
@@ -355,8 +354,8 @@ def _monte_carlo(name: str, quadratic, draws: StandardDraws) -> MonteCarloEstima
     return MonteCarloEstimate(name, n, mean, math.sqrt(variance * n / (n - 1)))
 
 
-@dataclass(frozen=True, eq=False)
-class ExplorerState:
+@dataclass(frozen=True, eq=False, repr=False)
+class ExplorerState(Result):
     r"""Everything the explorer shows at one setting: the live table and the histograms.
 
     Attributes
@@ -405,10 +404,10 @@ class ExplorerState:
         """How many of the n samples of ``name`` fall outside the view."""
         return self.n - int(self.counts[name].sum())
 
-    def __repr__(self) -> str:
-        return (f"ExplorerState(gap={self.gap:g}, sigma_ratio={self.sigma_ratio:g}, KL={self.kl:.6g}, "
-                f"n={self.n}, estimators={list(self.rows)}, view=({self.view[0]:.4g}, {self.view[1]:.4g}))")
-
+    def _display_fields(self):
+        return [("gap", self.gap), ("sigma_ratio", self.sigma_ratio), ("KL", self.kl), ("n", self.n),
+                ("estimators", Shown(str(list(self.rows)))),
+                ("view", Shown(f"({self.view[0]:.4g}, {self.view[1]:.4g})"))]
     def to_text(self) -> str:
         """The live table as plain text (what the notebook prints)."""
         lines = [
@@ -538,8 +537,8 @@ def explorer_state(gap: float, sigma_ratio: float, draws: StandardDraws, *, esti
     and log r, a quadratic in z, lies below a level on an interval of z, found by binary search in the
     sorted draws. Bins are (left, right]. The view is kept while it fits the data (at most 2% of any
     estimator's samples outside it, the central 98% filling at least 35% of it, 0, the true KL and the
-    means inside); otherwise a new one is chosen and ``rescaled`` is set. Cost at n = 200,000: ~2 ms
-    (k1 and k2 from the sample moments of z, one pass for k3), more when the view is re-chosen.
+    means inside); otherwise a new one is chosen and ``rescaled`` is set. Cost: binary searches in the
+    sorted draws (k1 and k2 from the sample moments of z, one pass for k3), more when the view is re-chosen.
 
     Parameters
     ----------
@@ -618,7 +617,7 @@ def exact_relative_bias(estimator: str, gaps, sigma_ratio: float = 1.0) -> np.nd
     r"""Exact relative bias (E[k] - KL)/KL of an estimator along a grid of mean gaps.
 
     For k2 and unit variances this is :math:`\mu^2/4`; k1 and k3 are unbiased (0). ``nan`` where
-    p = q (KL = 0). Each point is a closed form in high precision (~1 ms, cached).
+    p = q (KL = 0). Each point is a closed form in high precision (cached).
 
     Parameters
     ----------
@@ -652,8 +651,8 @@ def exact_relative_bias(estimator: str, gaps, sigma_ratio: float = 1.0) -> np.nd
     return np.array([_exact(float(gap), sigma_ratio, name).relative_bias for gap in gaps])
 
 
-@dataclass(frozen=True)
-class BiasPoints:
+@dataclass(frozen=True, repr=False)
+class BiasPoints(Result):
     """Monte Carlo relative bias (± its standard error) and relative standard deviation, per estimator,
     at a few gaps."""
 
@@ -662,10 +661,9 @@ class BiasPoints:
     relative_stderr: Mapping[str, np.ndarray]
     relative_std: Mapping[str, np.ndarray]
 
-    def __repr__(self) -> str:
-        return f"BiasPoints(gaps={list(np.round(self.gaps, 6))}, estimators={list(self.relative_bias)})"
-
-
+    def _display_fields(self):
+        return [("gaps", Shown(str([float(g) for g in np.round(self.gaps, 6)]))),
+                ("estimators", Shown(str(list(self.relative_bias))))]
 def monte_carlo_bias(gaps, sigma_ratio: float, draws: StandardDraws, *, estimators=ESTIMATOR_NAMES) -> BiasPoints:
     r"""Monte Carlo relative bias :math:`(\bar k - \mathrm{KL})/\mathrm{KL}` at several gaps, from the same draws.
 
@@ -724,8 +722,8 @@ def monte_carlo_bias(gaps, sigma_ratio: float, draws: StandardDraws, *, estimato
 # Exact curves along the gap (vectorised closed forms, for the figure)
 # --------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, eq=False)
-class ExactCurves:
+@dataclass(frozen=True, eq=False, repr=False)
+class ExactCurves(Result):
     r"""Exact relative bias and relative standard deviation of k1, k2, k3 along a grid of gaps, at one σ.
 
     Attributes
@@ -745,10 +743,9 @@ class ExactCurves:
     relative_bias: Mapping[str, np.ndarray]
     relative_std: Mapping[str, np.ndarray]
 
-    def __repr__(self) -> str:
-        return f"ExactCurves({self.gaps.size} gaps from {self.gaps[0]:g} to {self.gaps[-1]:g}, sigma_ratio={self.sigma_ratio:g})"
-
-
+    def _display_fields(self):
+        return [("gaps", Shown(f"{self.gaps.size} from {self.gaps[0]:g} to {self.gaps[-1]:g}")),
+                ("sigma_ratio", self.sigma_ratio)]
 _NORMAL_MOMENTS = np.array([1.0, 0.0, 1.0, 0.0, 3.0, 0.0, 15.0, 0.0, 105.0])  # E[z^j], z ~ N(0, 1)
 
 
@@ -795,7 +792,7 @@ def _gaussian_variances(gaps: np.ndarray, sigma_ratio: float):
 def exact_curves(gaps, sigma_ratio: float = 1.0) -> ExactCurves:
     r"""Exact relative bias and relative standard deviation of k1, k2, k3 along a grid of gaps.
 
-    Closed forms for q = N(0, 1), p = N(μ, σ²), vectorised over μ (double precision, ~0.1 ms for a
+    Closed forms for q = N(0, 1), p = N(μ, σ²), vectorised over μ (double precision, for a
     grid: the figure's curves); :func:`klviz.exact_moments` gives the same values in high precision (the
     table). k1 and k3 are unbiased; for σ = 1, :math:`\mathrm{Var}\,k_1 = \mu^2`,
     :math:`\mathrm{Var}\,k_3 = e^{\mu^2} - 1 - \mu^2` and k2's relative bias is μ²/4.

@@ -53,7 +53,7 @@ class BiasExplorer(LivePanel):
     1.0
     """
 
-    def __init__(self, gap: float = 1.0, sigma_ratio: float = 1.0, n: int = 200_000, *, rng=0,
+    def __init__(self, gap: float = 1.0, sigma_ratio: float = 1.0, n: int = 200_000, *, rng=None,
                  estimators=ESTIMATOR_NAMES, live: bool | None = None, bins: int = DEFAULT_BINS,
                  blit: bool = True):
         import ipywidgets as widgets

@@ -13,7 +13,7 @@ import numpy as np
 
 from klviz import _checks
 from klviz._kernels import log_softmax, weighted_k3
-from klviz._results import Result
+from klviz._results import Result, Shown
 from klviz._sampling import sample_categorical
 from klviz.gradients.softmax import coefficients, log_probs, mean_gradient, positive_int
 from klviz.estimators import get_estimator
@@ -105,8 +105,8 @@ def gaussian_policy_kls(ref_logits, means, log_scales) -> tuple[np.ndarray, np.n
     return qp, pq
 
 
-@dataclass(frozen=True)
-class PolicyPath:
+@dataclass(frozen=True, repr=False)
+class PolicyPath(Result):
     r"""A training run of the discretised-Gaussian policy: parameters and both KLs at every step.
 
     ``params[t] = (mean, log_scale)`` after t steps; ``kl_qp`` and ``kl_pq`` are the exact divergences
@@ -129,12 +129,10 @@ class PolicyPath:
     def scale(self) -> np.ndarray:
         return np.exp(self.params[:, 1])
 
-    def __repr__(self) -> str:
+    def _display_fields(self):
         m, s = self.params[-1]
-        return (f"PolicyPath({self.estimator} as {self.use}: {self.steps_taken} steps, final mean={m:.4g}, "
-                f"scale={math.exp(s):.4g}, KL(q||p)={self.kl_qp[-1]:.6g}, KL(p||q)={self.kl_pq[-1]:.6g})")
-
-
+        return [("estimator", self.estimator), ("use", self.use), ("steps", self.steps_taken), ("mean", m),
+                ("scale", math.exp(s)), ("KL(q||p)", self.kl_qp[-1]), ("KL(p||q)", self.kl_pq[-1])]
 def fit_gaussian_policy(ref_logits, estimator: str, use, *, init=(0.0, 0.0), steps: int = 300,
                         step_size: float = 0.1, batch_size: int | None = None, damping: float = 1e-4,
                         rng=None) -> PolicyPath:

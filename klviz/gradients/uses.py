@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from klviz import _checks
-from klviz._results import Result
+from klviz._results import Result, Shown
 from klviz._sampling import sample_categorical
 from klviz.estimators import ESTIMATORS, Estimator, get_estimator
 from klviz.gradients.softmax import (
@@ -106,8 +106,8 @@ __all__ = [
     "monte_carlo_gradient",
 ]
 
-@dataclass(frozen=True)
-class GradientUse:
+@dataclass(frozen=True, repr=False)
+class GradientUse(Result):
     r"""How an estimator enters the objective that autodiff differentiates.
 
     ``score`` says whether the gradient contains :math:`k\,\nabla\log q_\theta` (reward use, or a
@@ -123,15 +123,14 @@ class GradientUse:
     pathwise: bool
     reweighted: bool = True
 
-    def __repr__(self) -> str:
+    def _display_fields(self):
         if not self.off_policy:
             where = "x ~ q"
         else:
             where = "x ~ mu, rho = q/mu" if self.reweighted else "x ~ mu, no ratio"
         terms = " + ".join(t for t, on in (("score", self.score), ("pathwise", self.pathwise)) if on)
-        return f"GradientUse({self.name}: d/dθ of {self.surrogate}; {where}; terms: {terms})"
-
-
+        return [("name", self.name), ("differentiates", Shown(self.surrogate)), ("samples", Shown(where)),
+                ("terms", Shown(terms))]
 #: The six uses, by name (see the module docstring for the table).
 USES: dict[str, GradientUse] = {
     "loss": GradientUse("loss", "k(x)", False, False, True),
@@ -543,8 +542,8 @@ def per_sample_gradient(tokens, logits, ref_logits, estimator: str, use, *,
     return gradients
 
 
-@dataclass(frozen=True)
-class GradientMoments:
+@dataclass(frozen=True, repr=False)
+class GradientMoments(Result):
     r"""Exact mean and spread of one per-sample gradient estimator :math:`G = c(x)(e_x - q)`, x ~ μ.
 
     ``variance`` is per logit, :math:`\mathrm{Var}[G_j]`; ``trace_covariance`` is their sum,
@@ -566,11 +565,9 @@ class GradientMoments:
     def signal(self) -> float:
         return float(np.sum(self.mean**2))
 
-    def __repr__(self) -> str:
-        return (f"GradientMoments({self.estimator} as {self.use}: |mean|^2={self.signal:.6g}, "
-                f"trace cov={self.trace_covariance:.6g}, V={self.mean.size})")
-
-
+    def _display_fields(self):
+        return [("estimator", self.estimator), ("use", self.use), ("signal", self.signal),
+                ("trace_covariance", self.trace_covariance), ("V", self.mean.size)]
 def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logits=None) -> GradientMoments:
     r"""Exact mean, per-logit variance and trace of the covariance of a per-sample gradient, by summation.
 
@@ -633,8 +630,8 @@ def gradient_moments(logits, ref_logits, estimator: str, use, *, behaviour_logit
     return GradientMoments(estimator.name, use.name, mean, variance, max(trace, 0.0), spread_std)
 
 
-@dataclass(frozen=True)
-class MonteCarloGradient:
+@dataclass(frozen=True, repr=False)
+class MonteCarloGradient(Result):
     r"""A Monte Carlo average of n per-sample gradients, with standard errors.
 
     ``stderr`` is per logit (sample std/√n); ``trace_covariance`` is the unbiased sample estimate of
@@ -656,11 +653,9 @@ class MonteCarloGradient:
             z = diff / self.stderr
         return np.where(self.stderr > 0, z, np.where(diff == 0, 0.0, np.inf))
 
-    def __repr__(self) -> str:
-        return (f"MonteCarloGradient({self.estimator} as {self.use}: n={self.n}, "
-                f"trace cov={self.trace_covariance:.6g} ± {self.trace_covariance_stderr:.2g})")
-
-
+    def _display_fields(self):
+        return [("estimator", self.estimator), ("use", self.use), ("n", self.n),
+                ("trace_covariance", Shown(f"{self.trace_covariance:.6g} ± {self.trace_covariance_stderr:.2g}"))]
 def monte_carlo_gradient(logits, ref_logits, estimator: str, use, n: int, *, behaviour_logits=None,
                          rng=None) -> MonteCarloGradient:
     r"""Average :func:`per_sample_gradient` over n tokens drawn from μ (q on-policy), with error bars.

@@ -303,8 +303,8 @@ class MarkovChainPair(Pair):
         expansion of :math:`(D_t + d)^k`, d the step's centred log-ratio.
 
         Cost: per step, one product of the (order+1, V) moment block with each of the order+1 matrices
-        :math:`T \circ \ell^l` (precomputed), i.e. :math:`O(T V^2 \cdot \text{order})` — 1 s at V = 1000,
-        T = 200, order 4."""
+        :math:`T \circ \ell^l` (precomputed), i.e. :math:`O(T V^2 \cdot \text{order})` (timed at V = 1000,
+        T = 200, order 4 in benchmarks/bench_sequences.py)."""
         order = _checks.integer(order, "order", 0)
         transition = self._q_transition
         step = self.transition_log_ratio

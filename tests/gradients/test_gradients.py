@@ -706,8 +706,8 @@ def test_validation_messages():
 
 def test_reprs_are_readable():
     moments = gradient_moments([0.0, 1.0], [1.0, 0.0], "k3", "loss")
-    assert repr(moments).startswith("GradientMoments(k3 as loss:")
+    assert repr(moments).startswith("GradientMoments(estimator='k3', use='loss', signal=")
     assert "x ~ mu, rho = q/mu" in repr(USES["ratio_loss"])
     assert "x ~ mu, no ratio" in repr(USES["no_ratio_loss"])
     path = fit_gaussian_policy(bimodal_reference(), "k2", "loss", init=(17.0, 1.0), steps=3)
-    assert "3 steps" in repr(path)
+    assert "steps=3," in repr(path)
