@@ -5,7 +5,8 @@ Times, in one run, klviz's dynamic programmes and the baselines they replaced, w
 * per-row conditional KLs: one vectorised pass (``kl_rows``) against a loop of one ``CategoricalPair`` a row;
 * ``sequence_k2`` (centred moments of L to the fourth): the block pass (one (5, V) @ (V, V) product per power
   and step) against the previous pass (every power of the centred step matrix recomputed each step);
-* ``sequence_k3``, ``token_k3``, ``step_kl`` and the sequence KL itself.
+* ``sequence_k3``, ``token_k3``, ``step_kl`` and the sequence KL itself;
+* the exact expected gradients of notebook 08's uses (issue 11: <= 2 s at V = 1000, T = 200) and their peak memory.
 
     python benchmarks/bench_sequences.py            # V = 1000, T = 200
     python benchmarks/bench_sequences.py --quick    # V = 300, T = 100
@@ -87,6 +88,21 @@ def main() -> None:
         print(f"sequence_moments(..., {name!r}): {seconds:.3f} s   (mean {moments.mean:.6g}, std {moments.std:.6g})")
     seconds, _ = best_of(lambda: pair.with_length(length).kl_qp())
     print(f"sequence KL (fresh pair, per-row KLs included): {seconds:.3f} s")
+
+    import tracemalloc
+
+    from klviz.gradients.sequences import sequence_expected_gradient, sequence_kl_gradient
+
+    for estimator, use in (("k1", "reward_to_go"), ("k3", "token_loss"), ("k2", "token_loss"), ("k3", "sequence_loss"),
+                           ("k2", "sequence_reward"), ("k3", "sequence_reward")):
+        tracemalloc.start()
+        seconds, _ = best_of(lambda: sequence_expected_gradient(pair, estimator, use))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"sequence_expected_gradient(..., {estimator!r}, {use!r}): {seconds:.3f} s, peak {peak / 1e6:.0f} MB "
+              f"(one V x V float64 array is {vocab * vocab * 8 / 1e6:.0f} MB)")
+    seconds, _ = best_of(lambda: sequence_kl_gradient(pair, "kl_qp"))
+    print(f"sequence_kl_gradient(..., 'kl_qp'): {seconds:.3f} s")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

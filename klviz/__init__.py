@@ -54,6 +54,10 @@ from klviz.gradients import (
     kl_qp_gradient,
     monte_carlo_gradient,
     per_sample_gradient,
+    sequence_expected_gradient,
+    sequence_gradient_moments,
+    sequence_kl_gradient,
+    sequence_monte_carlo_gradient,
 )
 
 __all__ = [
@@ -79,5 +83,6 @@ __all__ = [
     "GradientMoments", "MonteCarloGradient", "PolicyPath", "expected_gradient", "expected_k2_gradient",
     "fit_gaussian_policy", "gradient_moments", "kl_pq", "kl_pq_gradient", "kl_qp", "kl_qp_gradient",
     "monte_carlo_gradient", "per_sample_gradient",
+    "sequence_kl_gradient", "sequence_expected_gradient", "sequence_gradient_moments", "sequence_monte_carlo_gradient",
 ]
 __version__ = "0.2.0"

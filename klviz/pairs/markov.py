@@ -81,7 +81,12 @@ class MarkovChainPair(Pair):
     p_transition_logits, q_transition_logits : array_like, shape (V, V)
         Row s holds the logits of the next token after state s.
     length : int
-        T, the number of tokens per sequence; at least 1.
+        T, the number of tokens per sequence (the maximum, with ``eos``); at least 1.
+    eos : int, optional
+        An end-of-sequence state: a sequence ends with its first ``eos`` token (included), so lengths vary
+        up to T. Sampled token arrays are padded with -1 after it; per-token quantities are 0 there. The
+        sequence KL, sampling and the sequence gradients (:mod:`klviz.gradients.sequences`) handle it; the
+        moment passes of :func:`klviz.exact_moments` and :func:`klviz.sequence_moments` do not (ValueError).
 
     Attributes
     ----------
@@ -111,6 +116,7 @@ class MarkovChainPair(Pair):
     q_initial_logits: np.ndarray
     q_transition_logits: np.ndarray
     length: int
+    eos: int | None = field(default=None, kw_only=True)
     log_p_initial: np.ndarray = field(init=False, repr=False)
     log_q_initial: np.ndarray = field(init=False, repr=False)
     log_p_transition: np.ndarray = field(init=False, repr=False)
@@ -127,6 +133,11 @@ class MarkovChainPair(Pair):
                 raise ValueError(f"{name} must have shape {want} to match q_initial_logits (V = {vocab}), "
                                  f"got shape {arrays[attr].shape}")
         object.__setattr__(self, "length", _checks.integer(self.length, "length", 1))
+        if self.eos is not None:
+            eos = _checks.integer(self.eos, "eos", 0)
+            if eos >= vocab:
+                raise ValueError(f"eos must be a state in [0, {vocab}), got {eos}")
+            object.__setattr__(self, "eos", eos)
         for attr, name, _ in parts:
             logits = np.array(getattr(self, name), dtype=np.float64)
             logits.flags.writeable = False
@@ -134,7 +145,8 @@ class MarkovChainPair(Pair):
             object.__setattr__(self, attr, arrays[attr])
 
     def __repr__(self) -> str:
-        return f"MarkovChainPair(vocabulary={self.vocab_size}, length={self.length})"
+        eos = "" if self.eos is None else f", eos={self.eos}"
+        return f"MarkovChainPair(vocabulary={self.vocab_size}, length={self.length}{eos})"
 
     @property
     def vocab_size(self) -> int:
@@ -143,11 +155,24 @@ class MarkovChainPair(Pair):
     def with_length(self, length: int) -> "MarkovChainPair":
         """The same two chains with sequences of ``length`` tokens."""
         return MarkovChainPair(self.p_initial_logits, self.p_transition_logits,
-                               self.q_initial_logits, self.q_transition_logits, length)
+                               self.q_initial_logits, self.q_transition_logits, length, eos=self.eos)
 
     def swapped(self) -> "MarkovChainPair":
         return MarkovChainPair(self.q_initial_logits, self.q_transition_logits,
-                               self.p_initial_logits, self.p_transition_logits, self.length)
+                               self.p_initial_logits, self.p_transition_logits, self.length, eos=self.eos)
+
+    @property
+    def continues(self) -> np.ndarray:
+        """Per state, 1.0 if a sequence goes on after it (0.0 at ``eos``): multiplies marginals before a step."""
+        out = np.ones(self.vocab_size)
+        if self.eos is not None:
+            out[self.eos] = 0.0
+        return out
+
+    def _fixed_length_only(self, what: str) -> None:
+        if self.eos is not None:
+            raise ValueError(f"{what} is for fixed-length sequences; this pair ends at eos = {self.eos} "
+                             "(its sequence KL, sampling and sequence gradients handle variable lengths)")
 
     # --- per-token quantities ------------------------------------------------------------------------
     @cached_property
@@ -177,7 +202,9 @@ class MarkovChainPair(Pair):
         tokens[:, 0] = sample_categorical(np.exp(self.log_q_initial), n, rng)
         next_states = self._sampler
         for t in range(1, self.length):
-            tokens[:, t] = next_states(tokens[:, t - 1], rng)
+            tokens[:, t] = next_states(np.maximum(tokens[:, t - 1], 0), rng)
+            if self.eos is not None:  # ended sequences are padded with -1 (their draws are discarded)
+                tokens[:, t] = np.where((tokens[:, t - 1] == self.eos) | (tokens[:, t - 1] < 0), -1, tokens[:, t])
         return tokens
 
     @cached_property
@@ -193,9 +220,14 @@ class MarkovChainPair(Pair):
         states = sample_categorical(np.exp(self.log_q_initial), n, rng)
         total = self.initial_log_ratio[states].copy()
         step = self.transition_log_ratio.ravel()
+        alive = np.ones(n, dtype=bool)
         for _ in range(1, self.length):
             new = self._sampler(states, rng)
-            total += step[states * self.vocab_size + new]
+            if self.eos is not None:
+                alive &= states != self.eos
+                total += np.where(alive, step[states * self.vocab_size + new], 0.0)
+            else:
+                total += step[states * self.vocab_size + new]
             states = new
         return total
 
@@ -209,17 +241,30 @@ class MarkovChainPair(Pair):
             raise TypeError(f"tokens must be integer states, got dtype {tokens.dtype}")
         if tokens.ndim != 2 or tokens.shape[1] != self.length:
             raise ValueError(f"tokens must have shape (n, {self.length}), got shape {tokens.shape}")
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
-            raise ValueError(f"tokens must be states in [0, {self.vocab_size}), got values outside")
+        low = -1 if self.eos is not None else 0
+        if tokens.size and (tokens.min() < low or tokens.max() >= self.vocab_size):
+            raise ValueError(f"tokens must be states in [0, {self.vocab_size})"
+                             + (" or -1 (padding after eos)" if low else "") + ", got values outside")
+        if self.eos is not None and tokens.size:
+            padding = tokens < 0
+            ended = np.zeros_like(padding)
+            ended[:, 1:] = np.cumsum(tokens[:, :-1] == self.eos, axis=1) > 0
+            if np.any(padding != ended):
+                raise ValueError("tokens must be padded with -1 exactly after each sequence's first eos")
         return tokens
+
+    def token_mask(self, tokens) -> np.ndarray:
+        """Which positions hold a token (True) rather than padding after eos, shape (n, T)."""
+        return self._check_tokens(tokens) >= 0
 
     def token_log_ratios(self, tokens) -> np.ndarray:
         r"""Per-token :math:`\ell_t = \log p(x_t \mid x_{t-1}) - \log q(x_t \mid x_{t-1})`, shape (n, T)."""
         tokens = self._check_tokens(tokens)
         out = np.empty(tokens.shape, dtype=np.float64)
         out[:, 0] = self.initial_log_ratio[tokens[:, 0]]
-        out[:, 1:] = self.transition_log_ratio.ravel()[tokens[:, :-1] * self.vocab_size + tokens[:, 1:]]
-        return out
+        safe = np.maximum(tokens, 0)
+        out[:, 1:] = self.transition_log_ratio.ravel()[safe[:, :-1] * self.vocab_size + safe[:, 1:]]
+        return np.where(tokens >= 0, out, 0.0)
 
     def log_ratio(self, x) -> np.ndarray:
         r"""Sequence-level :math:`L = \sum_t \ell_t` for sequences ``x`` of shape (n, T)."""
@@ -234,8 +279,8 @@ class MarkovChainPair(Pair):
         initial, rows = self.conditional_kls
         out = np.empty(tokens.shape, dtype=np.float64)
         out[:, 0] = initial
-        out[:, 1:] = rows[tokens[:, :-1]]
-        return out
+        out[:, 1:] = rows[np.maximum(tokens[:, :-1], 0)]
+        return np.where(tokens >= 0, out, 0.0)
 
     # --- exact quantities ----------------------------------------------------------------------------
     @cached_property
@@ -252,11 +297,13 @@ class MarkovChainPair(Pair):
         return np.exp(self.log_q_transition)
 
     def state_marginals(self) -> np.ndarray:
-        r"""q's state marginals :math:`m_t(s) = q(x_t = s)`, shape (T, V)."""
+        r"""q's state marginals :math:`m_t(s) = q(x_t = s)`, shape (T, V); with ``eos``, of sequences still
+        going at t (:math:`q(x_t = s,\ x_u \ne \text{eos for } u < t)`)."""
         marginals = np.empty((self.length, self.vocab_size))
         marginals[0] = np.exp(self.log_q_initial)
+        going = self.continues
         for t in range(1, self.length):
-            marginals[t] = marginals[t - 1] @ self._q_transition
+            marginals[t] = (marginals[t - 1] * going) @ self._q_transition
         return marginals
 
     def kl_per_step(self) -> np.ndarray:
@@ -265,7 +312,7 @@ class MarkovChainPair(Pair):
         per_step = np.empty(self.length)
         per_step[0] = initial
         if self.length > 1:
-            per_step[1:] = self.state_marginals()[:-1] @ rows
+            per_step[1:] = (self.state_marginals()[:-1] * self.continues) @ rows
         return per_step
 
     def kl_qp(self) -> float:
@@ -279,6 +326,7 @@ class MarkovChainPair(Pair):
         :math:`C_t(s) = \mathbb{E}[D_t^2 1\{x_t = s\}]`, where :math:`D_t` is the partial sum with each
         step's mean subtracted — centring first keeps the variance free of the cancellation in E[S²] - E[S]².
         """
+        self._fixed_length_only("additive_moments")
         q_initial = np.exp(self.log_q_initial)
         transition = self._q_transition
         initial = np.asarray(initial, dtype=np.float64)
@@ -305,6 +353,7 @@ class MarkovChainPair(Pair):
         Cost: per step, one product of the (order+1, V) moment block with each of the order+1 matrices
         :math:`T \circ \ell^l` (precomputed), i.e. :math:`O(T V^2 \cdot \text{order})` (timed at V = 1000,
         T = 200, order 4 in benchmarks/bench_sequences.py)."""
+        self._fixed_length_only("centred_log_ratio_moments")
         order = _checks.integer(order, "order", 0)
         transition = self._q_transition
         step = self.transition_log_ratio
@@ -338,6 +387,7 @@ class MarkovChainPair(Pair):
         With :math:`w_t(s) = \mathbb{E}_q[R_{0:t}^2 1\{x_t = s\}]`, each step adds
         :math:`\sum_s w_{t-1}(s)\,\chi^2_s`, where :math:`\chi^2_s = \sum_{s'} q(s'|s)(r(s,s') - 1)^2` is the
         row's chi-square divergence, a sum of non-negative terms. ``inf`` beyond float64."""
+        self._fixed_length_only("chi_square")
         step = self.transition_log_ratio
         row_chi2 = np.sum(self._q_transition * np.expm1(step) ** 2, axis=1)
         total = float(np.sum(np.exp(self.log_q_initial) * np.expm1(self.initial_log_ratio) ** 2))
@@ -351,6 +401,7 @@ class MarkovChainPair(Pair):
 
     def _k3_second_moment(self) -> float:
         r""":math:`\mathbb{E}_q[k_3(L)^2]` by the (k3, expm1) recurrences of the module docstring."""
+        self._fixed_length_only("_k3_second_moment")
         q0 = np.exp(self.log_q_initial)
         eps0, kap0 = np.expm1(self.initial_log_ratio), exp_minus_1_minus_x(np.array(self.initial_log_ratio))
         a, e1, k1, e2, ke, k2 = q0, q0 * eps0, q0 * kap0, q0 * eps0**2, q0 * kap0 * eps0, q0 * kap0**2
@@ -380,6 +431,7 @@ class MarkovChainPair(Pair):
         r""":math:`\mathbb{E}_q[e^{tL} L^j] = \sum_x q(x)^{1-t} p(x)^t L(x)^j` by a forward pass carrying the
         powers 0..j of the partial sums under the tilted weights (plain sums: no accuracy guarantee
         where terms cancel)."""
+        self._fixed_length_only("_tilted_moment")
         with np.errstate(over="ignore", invalid="ignore"):
             w0 = np.exp((1 - t) * self.log_q_initial + t * self.log_p_initial)
             W = np.exp((1 - t) * self.log_q_transition + t * self.log_p_transition)
