@@ -1,0 +1,41 @@
+"""klviz.checks: the exercise checks must fail wrong answers (saying where) and pass right ones."""
+
+import math
+
+import numpy as np
+import pytest
+
+from klviz import k2, k3
+from klviz.checks import check_estimator, check_function
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_naive_k3_fails_and_says_where(dtype):
+    result = check_estimator(lambda x: np.exp(x) - 1 - x, dtype=dtype)
+    assert not result and "off by" in result.message and str(np.dtype(dtype)) in result.message
+    assert abs(result.worst_at) < 1e-3  # near r = 1, where the naive formula cancels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_klviz_estimators_pass(dtype):
+    assert check_estimator(k3, dtype=dtype)
+    assert check_estimator(k2, reference="k2", dtype=dtype)
+
+
+def test_nan_wrong_dtype_wrong_shape_and_exceptions_are_reported():
+    assert "NaN" in check_estimator(lambda x: np.where(x > 100, np.nan, k3(x))).message
+    assert "returned float64, not float32" in check_estimator(lambda x: k3(x.astype(np.float64)), dtype=np.float32).message
+    assert "shape" in check_estimator(lambda x: k3(x)[:-1]).message
+    assert "raised ZeroDivisionError" in check_estimator(lambda x: 1 / 0).message
+    with pytest.raises(TypeError, match="dtype must be a floating dtype"):
+        check_estimator(k3, dtype=np.int64)
+
+
+def test_check_function_against_a_formula_and_against_values():
+    var_k3 = lambda mu: math.expm1(mu**2) - mu**2  # noqa: E731
+    assert check_function(var_k3, var_k3, [0.1, 1.0, 2.0])
+    wrong = check_function(lambda mu: math.expm1(mu**2), var_k3, [0.1, 1.0], name="μ")
+    assert not wrong and "at μ = 0.1" in wrong.message
+    assert check_function(lambda x: 2 * x, [2.0, 4.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="one value per point"):
+        check_function(lambda x: x, [1.0], [1.0, 2.0])
