@@ -206,3 +206,23 @@ def test_plotting_does_not_show_or_create_extra_figures(monkeypatch):
     histogram_estimators({"k1": np.arange(10.0)}, ax=ax, bins=5)
     mark_value(1.0, ax=ax)
     assert plt.get_fignums() == before
+
+
+def test_use_style_sets_readable_text():
+    from klviz.plots import STYLE, use_style
+
+    use_style()
+    assert plt.rcParams["legend.fontsize"] >= 9 and plt.rcParams["xtick.labelsize"] >= 9
+    assert all(plt.rcParams[key] == value for key, value in STYLE.items() if not isinstance(value, tuple))
+
+
+def test_table_displays_itself():
+    from klviz import Table
+
+    table = Table(["estimator", "mean", "s.e."], [("k1", 0.5, 1e-3), ("k3", 0.499999, "< 1e-15")],
+                  digits={"mean": ".4f", "s.e.": 2})
+    text = str(table)
+    assert text.splitlines()[1].split() == ["k1", "0.5000", "0.001"]
+    assert "< 1e-15" in text and "<td style='text-align:right'>0.5000</td>" in table._repr_html_()
+    with pytest.raises(ValueError, match="every row must have 3 values"):
+        Table(["a", "b", "c"], [(1, 2)])

@@ -1,0 +1,20 @@
+"""Plotting for the collection: one palette and style (:mod:`klviz.plots.core`), and one module of figure
+functions per topic (``ax=None``, draw onto it, return the Axes; never ``plt.show()``). matplotlib is imported
+inside the functions, so ``import klviz`` stays light."""
+
+from klviz.plots.control_variates import control_variate_curve, tangent_gap
+from klviz.plots.core import (
+    EXTRA_COLORS,
+    PALETTE,
+    STYLE,
+    TRUE_KL_COLOR,
+    axes,
+    estimator_color,
+    estimator_label,
+    histogram_estimators,
+    mark_value,
+    use_style,
+)
+
+__all__ = ["PALETTE", "EXTRA_COLORS", "TRUE_KL_COLOR", "STYLE", "use_style", "axes", "estimator_color",
+           "estimator_label", "histogram_estimators", "mark_value", "control_variate_curve", "tangent_gap"]
