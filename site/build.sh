@@ -61,7 +61,7 @@ fi
 
 # 3. The source tree (notebooks as saved, the landing page, the API page) and the site.
 "$VENV/bin/python" site/stage.py
-"$VENV/bin/python" -m sphinx -b html -q -j 2 -c site -d "$BUILD/doctrees" -w "$BUILD/warnings.txt" \
+"$VENV/bin/python" -m sphinx -b html -q -c site -d "$BUILD/doctrees" -w "$BUILD/warnings.txt" \
   "$BUILD/src" "$BUILD/html"
 rm -f "$BUILD/html/_static/mathjax/.version"
 
