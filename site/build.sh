@@ -11,7 +11,7 @@
 # klviz by itself too (site/stage.py reads klviz/__init__.py). Nothing under site/_build is committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-start=$(date +%s.%N)
+start=$EPOCHREALTIME
 
 VENV="${KLVIZ_SITE_VENV:-site/.venv}"
 BUILD=site/_build
@@ -36,7 +36,8 @@ if [[ ! -f "$tarball" ]]; then
   command -v npm >/dev/null || { echo "site: npm is needed once to fetch MathJax (apt-get install npm)" >&2; exit 1; }
   (cd "$BUILD/cache" && npm pack --silent "mathjax@$MATHJAX_VERSION" >/dev/null)
 fi
-actual="$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+actual="$("$VENV/bin/python" -c 'import base64, hashlib, sys
+print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tarball")"
 if [[ "$actual" != "$MATHJAX_SHA512" ]]; then
   rm -f "$tarball"
   echo "site: $tarball does not match the pinned sha512 (removed; run again)" >&2
@@ -68,5 +69,5 @@ rm -f "$BUILD/html/_static/mathjax/.version"
 pages=$(find "$BUILD/html" -name '*.html' -not -path '*/_static/*' | wc -l)
 warnings=$(grep -c 'WARNING\|ERROR' "$BUILD/warnings.txt" || true)
 size=$(du -sh "$BUILD/html" | cut -f1)
-printf 'site: %s pages (%s) in %s/html in %.1f s; %s Sphinx warnings (%s/warnings.txt)\n' \
-  "$pages" "$size" "$BUILD" "$(echo "$(date +%s.%N) - $start" | bc)" "$warnings" "$BUILD"
+seconds="$("$VENV/bin/python" -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$start")"
+echo "site: $pages pages ($size) in $BUILD/html in $seconds s; $warnings Sphinx warnings ($BUILD/warnings.txt)"
