@@ -44,6 +44,8 @@ SERVER_START_TIMEOUT = 60  # seconds
 LATENCIES_MS: list[float] = []
 # Per control: {"latencies": [ms, ...], "drag": {"fps": ..., "frames": ...}, "kernel_ms": median step}.
 CONTROL_RESULTS: dict[str, dict] = {}
+# What the website test checked (pages, images, links, ...), printed in the terminal summary.
+SITE_REPORT: dict[str, object] = {}
 
 
 def _unavailable(reason: str):
@@ -158,6 +160,9 @@ def control_results() -> dict:
 
 
 def pytest_terminal_summary(terminalreporter):
+    if SITE_REPORT:
+        terminalreporter.write_line("website in the browser (site/_build/html on 127.0.0.1): " + "; ".join(
+            f"{what} {count}" for what, count in SITE_REPORT.items()))
     if CONTROL_RESULTS:
         load = os.getloadavg()
         terminalreporter.write_line(
