@@ -302,7 +302,6 @@ print(_c['gap'].value, _c['sigma_ratio'].value, base64.b64encode(png_bytes(_fres
 """).split()
     assert float(fresh[0]) == 1.0 and float(fresh[1]) in (0.5, 1.5)  # the last writer wins, either way
     assert float(_readout(page, "sigma-ratio")) == float(fresh[1]) and float(_readout(page, "gap")) == 1.0
-    shown = page.evaluate("() => window.__klviz.canvas.toDataURL('image/png').split(',')[1]")
     import base64
     import io
 
@@ -310,9 +309,18 @@ print(_c['gap'].value, _c['sigma_ratio'].value, base64.b64encode(png_bytes(_fres
     from PIL import Image
 
     expected = np.asarray(Image.open(io.BytesIO(base64.b64decode(fresh[2]))).convert("RGB"))
-    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown))).convert("RGB"))
-    assert picture.shape == expected.shape
-    differing = int(np.any(picture != expected, axis=-1).sum())
+    # The final picture must be right once the frames in flight have arrived: on a loaded machine that can
+    # take longer than the settle window, so look again for up to 20 s. A broken canvas stays broken (ipympl
+    # sends only changed pixels), so waiting cannot turn the old race's wrong picture into a pass.
+    deadline = time.monotonic() + 20.0
+    while True:
+        shown = page.evaluate("() => window.__klviz.canvas.toDataURL('image/png').split(',')[1]")
+        picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown))).convert("RGB"))
+        assert picture.shape == expected.shape
+        differing = int(np.any(picture != expected, axis=-1).sum())
+        if differing == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     assert differing == 0, f"{differing} pixels of the page's canvas differ from a fresh draw of the final state"
 
 
