@@ -55,6 +55,17 @@ from klviz.gradients import (
     monte_carlo_gradient,
     per_sample_gradient,
 )
+from klviz.trainers import (
+    Diagnosis,
+    RecipeSource,
+    StationaryPolicy,
+    TailDiagnostic,
+    TrainerRecipe,
+    diagnose,
+    get_trainer_recipe,
+    stationary_policy,
+    trainer_recipes,
+)
 
 __all__ = [
     # estimators
@@ -79,5 +90,8 @@ __all__ = [
     "GradientMoments", "MonteCarloGradient", "PolicyPath", "expected_gradient", "expected_k2_gradient",
     "fit_gaussian_policy", "gradient_moments", "kl_pq", "kl_pq_gradient", "kl_qp", "kl_qp_gradient",
     "monte_carlo_gradient", "per_sample_gradient",
+    # what trainers compute
+    "TrainerRecipe", "RecipeSource", "trainer_recipes", "get_trainer_recipe", "StationaryPolicy",
+    "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose",
 ]
 __version__ = "0.2.0"
