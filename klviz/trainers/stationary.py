@@ -165,7 +165,7 @@ def _flow_outcome(balance, log_p, steps: int = 2000, max_move: float = 0.1):
     return np.exp(log_softmax(theta)), False
 
 
-def stationary_policy(recipe, p_logits, rewards, beta, *, tol: float = 1e-10,
+def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float = 1e-10,
                       max_iterations: int = 100) -> StationaryPolicy:
     r"""The softmax policy at which a recipe's expected on-policy gradient of reward − β·penalty vanishes.
 
@@ -187,6 +187,9 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, tol: float = 1e-10,
         The reward of each token; finite.
     beta : float
         The penalty's coefficient; positive.
+    start : array_like, shape (V,), optional
+        Logits to start Newton from, tried before the tilt and p (to reach another, e.g. unstable,
+        stationary point).
     tol : float, default 1e-10
         Convergence: :math:`\max_x|a_x - \bar a| \le` tol · max(β, spread of R).
     max_iterations : int, default 100
@@ -248,9 +251,16 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, tol: float = 1e-10,
     def gradient(theta):
         return _gradient(theta, ref_logits, reward, beta, estimator, use)
 
+    starts = [log_p + reward / beta, log_p]
+    if start is not None:
+        first = _checks.logits(start, "start", zero_probability=False)
+        if first.shape != ref_logits.shape:
+            raise ValueError(f"start must have one logit per token ({ref_logits.size}), got shape {first.shape}")
+        starts.insert(0, first)
     best = None
-    for start in (log_p + reward / beta, log_p):
-        theta, residual, iterations, converged = _newton(start - np.max(start), balance, threshold, max_iterations)
+    for initial in starts:
+        theta, residual, iterations, converged = _newton(initial - np.max(initial), balance, threshold,
+                                                         max_iterations)
         if converged:
             log_q = log_softmax(theta)
             residual = float(np.max(np.abs(balance(theta))))
@@ -270,7 +280,8 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, tol: float = 1e-10,
         f"balance error max|a - mean a| was {residual:.3g} (tolerance {threshold:.3g}). Natural-gradient training "
         f"started at p reaches {reached}: a token whose reward advantage the penalty cannot balance runs to "
         f"probability 0 or 1 (value clamp {record.value_clamp}, log-ratio clamp {record.log_ratio_clamp}), "
-        "or the balance holds only at a kink")
+        "or the balance holds only at a kink. (An unstable stationary point, which training leaves, can exist "
+        "where Newton did not look: pass start= to search from elsewhere.)")
 
 
 def _reject_zero_gradient(record, ref_logits, log_p, reward, beta, estimator, use):
