@@ -158,10 +158,11 @@ class Diagnosis(Result):
     def _repr_html_(self) -> str:
         def row(*cells, header=False):
             tag = "th" if header else "td"
-            return "<tr>" + "".join(f"<{tag} style='text-align:left'>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
+            inner = "".join(f"<{tag} style='text-align:left'>{html.escape(str(c))}</{tag}>" for c in cells)
+            return f"<tr>{inner}</tr>"
 
-        parts = [f"<table><caption>Diagnosis: {self.n:,} tokens"
-                 f"{' (off-policy)' if self.off_policy else ''}</caption>", row("estimate", "mean ± stderr", header=True)]
+        caption = f"Diagnosis: {self.n:,} tokens{' (off-policy)' if self.off_policy else ''}"
+        parts = [f"<table><caption>{caption}</caption>", row("estimate", "mean ± stderr", header=True)]
         parts += [row(name, f"{e.mean:.6g} ± {e.stderr:.2g}") for name, e in self.estimates.items()]
         parts.append(row("k1 < 0", f"{100 * self.k1_negative_share:.3g}% of tokens"))
         parts.append(row("clamp binds", "share of tokens", header=True))
@@ -170,7 +171,8 @@ class Diagnosis(Result):
         for tail in (self.r_tail, self.rho_tail):
             if tail is not None:
                 index = "n/a" if tail.tail_index is None else f"{tail.tail_index:.3g}"
-                parts.append(row(tail.name, f"{index} / {100 * tail.ess_fraction:.3g}% / {100 * tail.dominant_share:.3g}%"))
+                summary = f"{index} / {100 * tail.ess_fraction:.3g}% / {100 * tail.dominant_share:.3g}%"
+                parts.append(row(tail.name, summary))
         parts.append("</table>")
         if self.warnings:
             parts.append("<ul>" + "".join(f"<li><b>warning:</b> {html.escape(w)}</li>" for w in self.warnings) + "</ul>")

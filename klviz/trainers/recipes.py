@@ -409,13 +409,17 @@ def _log_probs(values, name: str) -> np.ndarray:
 _VERL = RecipeSource(
     "verl-project/verl", "verl/trainer/ppo/core_algos.py", "kl_penalty, kl_penalty_forward",
     "018f23b5f83a13340421349e40ec42530739b23a",
-    also=("verl/workers/actor/dp_actor.py: update_policy (use_kl_loss: kl_penalty(log_prob, ref_log_prob, "
+    also=("verl/workers/config/actor.py: ActorConfig(use_kl_loss=False, kl_loss_type='low_var_kl', "
+          "kl_loss_coef=0.001, loss_agg_mode='token-mean')",
+          "verl/workers/actor/dp_actor.py: update_policy (use_kl_loss: kl_penalty(log_prob, ref_log_prob, "
           "kl_loss_type) aggregated by agg_loss(loss_agg_mode), no ratio)",
           "verl/trainer/ppo/ray_trainer.py: apply_kl_penalty (use_kl_in_reward: token_level_scores - "
           "beta * kl_penalty(old_log_probs, ref_log_prob, kl_penalty))"))
 _TRL_GRPO = RecipeSource(
     "huggingface/trl", "trl/trainer/grpo_trainer.py", "GRPOTrainer._compute_loss", None,
-    also=("trl/trainer/grpo_config.py: use_bias_correction_kl, loss_type (default 'dapo')",
+    also=("the stored copy of grpo_trainer.py (d2b69d769dab) predates the flag: the formula was read from the "
+          "code quoted in huggingface/trl#6586 (2026-07-30) and in downstream copies of _compute_loss",
+          "trl/trainer/grpo_config.py: use_bias_correction_kl, loss_type (default 'dapo')",
           "huggingface/trl#4638 (the flag, 2025-12-07), #6503 (default True, merged 2026-07-22), "
           "#6586/#7188 (sequence-level coef_1, open)"))
 _TRL_PPO = RecipeSource(
@@ -438,7 +442,9 @@ _SLIME = RecipeSource(
           "THUDM/slime#1004 (unbiased KL, 2025-12-02)"))
 _OPEN_INSTRUCT = RecipeSource(
     "allenai/open-instruct", "open_instruct/model_utils.py", "estimate_kl", None,
-    also=("open_instruct/grpo_utils.py @ 7ee66551ab8e: ExperimentConfig.kl_estimator: Literal[0, 1, 2, 3] = 2, "
+    also=("estimate_kl read from a stored copy of model_utils.py without its commit (the copy at ebae1d15cff3 "
+          "predates it)",
+          "open_instruct/grpo_utils.py @ 7ee66551ab8e: ExperimentConfig.kl_estimator: Literal[0, 1, 2, 3] = 2, "
           "beta = 0.05, loss_denominator = 'token'",
           "open_instruct/grpo_fast.py: ref_logprobs_diff = (new_logprobs - ref_logprobs).clamp(-40.0, 40.0); "
           "ratio = exp(new_logprobs - old_logprobs), old detached"))
@@ -488,9 +494,11 @@ _spec("verl:low_var_kl+-loss", _Formula("k3", log_clamp=20.0, value_clamp=10.0, 
 _spec("verl:kl-reward", _Formula("k1"), framework="verl", option=_VERL_REWARD_OPT.format("kl") + " (the default)",
       use="reward", weighting="none", aggregation=_RETURN_AGG, source=_VERL, precision=_NO_CAST,
       notes=("Computed once from old_log_probs at the rollout (apply_kl_penalty), then a constant reward.",))
+_K3_REWARD = ("As a reward (score function), k3's expected gradient is that of KL(q‖p) - KL(p‖q) "
+              "(klviz.gradients.FOLLOWED), which is not bounded below: see stationary_policy.")
 _spec("verl:low_var_kl-reward", _Formula("k3", log_clamp=20.0, value_clamp=10.0), framework="verl",
       option=_VERL_REWARD_OPT.format("low_var_kl"), use="reward", weighting="none", aggregation=_RETURN_AGG,
-      source=_VERL, precision=_NO_CAST, notes=(_VERL_LOW_VAR,))
+      source=_VERL, precision=_NO_CAST, notes=(_VERL_LOW_VAR, _K3_REWARD))
 
 _TRL_AGG = 'loss_type (default "dapo": token sum over active tokens of the global accumulated batch)'
 _spec("trl:grpo-k3", _Formula("k3"), framework="trl", option="GRPOConfig(beta>0, use_bias_correction_kl=False)",
@@ -510,7 +518,7 @@ _spec("trl:ppo-k1", _Formula("k1"), framework="trl", option='PPOConfig(kl_estima
       notes=("PPOTrainer now lives in trl.experimental.ppo.",))
 _spec("trl:ppo-k3", _Formula("k3"), framework="trl", option='PPOConfig(kl_estimator="k3")', use="reward",
       weighting="none", aggregation=_RETURN_AGG, source=_TRL_PPO, precision=_NO_CAST,
-      notes=("kl = (logr.exp() - 1) - logr, no clamp.",))
+      notes=("kl = (logr.exp() - 1) - logr, no clamp.", _K3_REWARD))
 
 _OPENRLHF_CLAMP = ("The ±10 clamp applies to every estimator, k1 included (log_ratio.clamp(min=-10, max=10) "
                    "after the branch).")
@@ -528,7 +536,8 @@ _spec("openrlhf:k3-loss", _Formula("k3", value_clamp=10.0), framework="openrlhf"
              "which the output clamp keeps."))
 
 _NEMO_AGG = "token_level_loss=True: token-mean over the global batch; False: mean over sequences of token-means"
-_NEMO_OPT = "loss_fn.reference_policy_kl_penalty > 0, reference_policy_kl_type: {}, kl_input_clamp_value: 20, kl_output_clamp_value: 10"
+_NEMO_OPT = ("loss_fn.reference_policy_kl_penalty > 0, reference_policy_kl_type: {}, kl_input_clamp_value: 20, "
+             "kl_output_clamp_value: 10")
 _NEMO_PREC = "float32 (ClippedPGLossFn casts the logits to float32)"
 _NEMO_NOTE = (f"Clamps log r to ±20, then the estimate to ±10 (the defaults of calculate_kl). For k3: {_K3_CORNERS}.")
 _spec("nemo-rl:k3-loss", _Formula("k3", log_clamp=20.0, value_clamp=10.0), framework="nemo-rl",
@@ -580,7 +589,8 @@ _spec("open-instruct:kl2-loss", _Formula("k2", log_clamp=40.0), framework="open-
 _spec("open-instruct:kl3-loss", _Formula("k3", log_clamp=40.0), framework="open-instruct",
       option=_OI_OPT.format(2, 3) + " (the default)", use="loss", weighting="none", aggregation=_OI_AGG,
       source=_OPEN_INSTRUCT, precision=_NO_CAST,
-      notes=(_OI_CLAMP, "Computed as expm1(-d) + d, d = clamped log q - log p: accurate for |d| ≫ ε, unlike exp(x) - 1 - x."))
+      notes=(_OI_CLAMP, "Computed as expm1(-d) + d, d = clamped log q - log p: rounding error ~2ε/|d| relative to "
+             "k3, against ~2ε/d² for exp(x) - 1 - x (the Estimator is the exact value)."))
 _spec("open-instruct:kl4-loss", _Formula("k1", log_clamp=40.0), framework="open-instruct",
       option=_OI_OPT.format(3, 4), use="loss", weighting="ratio", aggregation=_OI_AGG, source=_OPEN_INSTRUCT,
       precision=_NO_CAST,

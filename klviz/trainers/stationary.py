@@ -78,7 +78,8 @@ class StationaryPolicy(Result):
 
     def _display_fields(self):
         return [("recipe", self.recipe), ("beta", self.beta), ("V", self.log_probs.size), ("kl_qp", self.kl_qp),
-                ("kl_pq", self.kl_pq), ("residual", self.residual), ("stable", self.stable), ("iterations", self.iterations)]
+                ("kl_pq", self.kl_pq), ("residual", self.residual), ("stable", self.stable),
+                ("iterations", self.iterations)]
 
 
 def _gradient(theta, ref_logits, rewards, beta, estimator, use):
@@ -225,7 +226,8 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float
     record = get_trainer_recipe(recipe)
     ref_logits = _checks.logits(p_logits, "p_logits", zero_probability=False)
     reward = np.asarray(rewards)
-    if reward.dtype == np.bool_ or not (np.issubdtype(reward.dtype, np.floating) or np.issubdtype(reward.dtype, np.integer)):
+    if reward.dtype == np.bool_ or not (np.issubdtype(reward.dtype, np.floating)
+                                        or np.issubdtype(reward.dtype, np.integer)):
         raise TypeError(f"rewards must be an array of real numbers, got dtype {reward.dtype}")
     reward = reward.astype(np.float64)
     if reward.ndim != 1 or reward.shape != ref_logits.shape:

@@ -408,8 +408,9 @@ def test_k3_clamp_corners_are_the_roots_of_k3_equals_10():
 
 # --- the rest of klviz works on every recipe's Estimator ----------------------------------------------
 
-# Log-ratios from -14.6 to 4.8 (q uniform on six tokens): the k3 clamp binds on two tokens.
-CATEGORICAL = klviz.CategoricalPair(p_logits=[0.0, 2.0, -14.0, 5.4, -3.0, 1.0], q_logits=[0.0] * 6)
+# Log-ratios from -13.6 to 3.9: the k3 clamp (k3 = 10 at -11.0 and 2.61) binds on two tokens.
+CATEGORICAL = klviz.CategoricalPair(p_logits=[0.0, 1.0, -12.0, 3.0, -2.0, 0.5],
+                                    q_logits=[0.0, 0.0, 0.0, -2.5, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=NAMES)
