@@ -61,6 +61,17 @@ from klviz.gradients import (
     sequence_kl_gradient,
     sequence_monte_carlo_gradient,
 )
+from klviz.trainers import (
+    Diagnosis,
+    RecipeSource,
+    StationaryPolicy,
+    TailDiagnostic,
+    TrainerRecipe,
+    diagnose,
+    get_trainer_recipe,
+    stationary_policy,
+    trainer_recipes,
+)
 
 __all__ = [
     # estimators
@@ -90,5 +101,8 @@ __all__ = [
     "fit_gaussian_policy", "gradient_moments", "kl_pq", "kl_pq_gradient", "kl_qp", "kl_qp_gradient",
     "monte_carlo_gradient", "per_sample_gradient",
     "sequence_kl_gradient", "sequence_expected_gradient", "sequence_gradient_moments", "sequence_monte_carlo_gradient",
+    # what trainers compute
+    "TrainerRecipe", "RecipeSource", "trainer_recipes", "get_trainer_recipe", "StationaryPolicy",
+    "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose",
 ]
 __version__ = "0.2.0"

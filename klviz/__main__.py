@@ -1,4 +1,9 @@
-"""Command line: ``python -m klviz table [--n N] [--seed S] [--gaps 0.1 1]``."""
+"""Command line: ``python -m klviz table [--n N] [--seed S] [--gaps 0.1 1]`` and ``python -m klviz diagnose FILE``.
+
+``diagnose`` reads an ``.npz`` file with arrays ``logp`` and ``ref_logp`` (log-probabilities of the sampled
+tokens under the policy and the reference; any shape, padding removed) and optionally ``old_logp`` (under
+the rollout policy), and prints :func:`klviz.diagnose`'s report.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("--gaps", type=_gap, nargs="+", default=[0.1, 1.0], metavar="GAP",
                        help="mean gaps (default 0.1 1)")
     table.add_argument("--workers", type=_workers, default=None, metavar="W", help="threads (default: up to 2)")
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="report on logged per-token log-probs (.npz with logp, ref_logp and optionally old_logp)",
+    )
+    diagnose.add_argument("file", metavar="FILE", help=".npz file with arrays logp, ref_logp [, old_logp]")
     args = parser.parse_args(argv)
+
+    if args.command == "diagnose":
+        sys.stdout.write(_diagnose_file(args.file, diagnose))
+        return 0
 
     from klviz.experiment import seed_table
 
@@ -79,6 +93,28 @@ def main(argv: list[str] | None = None) -> int:
         table.error(str(error))
     sys.stdout.write(result.to_text())
     return 0
+
+
+def _diagnose_file(path: str, parser: argparse.ArgumentParser) -> str:
+    """The text report for an .npz file (argparse-style errors for an unreadable file or missing arrays)."""
+    import numpy as np
+
+    from klviz.trainers import diagnose
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as error:
+        parser.error(f"cannot read {path!r} as an .npz file: {error}")
+    missing = [name for name in ("logp", "ref_logp") if name not in arrays]
+    if missing:
+        parser.error(f"{path!r} must hold arrays 'logp' and 'ref_logp' (and optionally 'old_logp'); "
+                     f"missing {missing}, found {sorted(arrays)}")
+    try:
+        report = diagnose(arrays["logp"], arrays["ref_logp"], old_logp=arrays.get("old_logp"))
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    return report.to_text()
 
 
 if __name__ == "__main__":
