@@ -27,6 +27,7 @@ from klviz.gradients.sequences import (
     check_sequence_coefficients,
     sequence_partial_kl_gradient,
     sequence_per_sample_gradients,
+    sequence_projections,
     sequence_reward_gradient,
     sequence_step_kl_gradient,
     sequence_step_kl_moments,
@@ -61,5 +62,5 @@ __all__ = [
     "sequence_per_sample_gradients", "sequence_monte_carlo_gradient",
     "sequence_reward_gradient", "sequence_partial_kl_gradient", "STEP_KL_USES", "sequence_step_kl_gradient",
     "sequence_step_kl_moments", "sequence_step_kl_per_sample_gradients", "sequence_step_kl_monte_carlo",
-    "CoefficientCheck", "check_sequence_coefficients",
+    "CoefficientCheck", "check_sequence_coefficients", "sequence_projections",
 ]

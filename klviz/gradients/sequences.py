@@ -39,8 +39,9 @@ length, which varies with an ``eos`` state), ``"max_length"`` (divided by T, as 
 Also here: the exact gradient of an expected per-position reward (:func:`sequence_reward_gradient`), the
 frozen-prefix ("partial") KL gradients that the per-token losses follow (:func:`sequence_partial_kl_gradient`), and
 the full-vocabulary per-step KL of Amini et al. used as a penalty (:data:`STEP_KL_USES`: its expected gradient,
-exact projection moments, per-sample gradients and Monte Carlo averages), and a check of per-token coefficients
-computed by hand (:func:`check_sequence_coefficients`).
+exact projection moments, per-sample gradients and Monte Carlo averages), a check of per-token coefficients
+computed by hand (:func:`check_sequence_coefficients`) and per-sequence projections of any coefficients
+(:func:`sequence_projections`).
 
 Precision: plain float64 sums; every quantity is exact up to rounding of the terms it sums (no
 cancellation of the sort that costs 1e-16/δ appears for the token-level uses; the sequence-level ones with
@@ -87,6 +88,7 @@ __all__ = [
     "sequence_step_kl_monte_carlo",
     "CoefficientCheck",
     "check_sequence_coefficients",
+    "sequence_projections",
 ]
 
 RATIOS = ("none", "token", "sequence")
@@ -1435,3 +1437,51 @@ def check_sequence_coefficients(pair, tokens, coefficients, estimator, use, *, r
     i, t = np.unravel_index(int(np.argmax(difference > rtol * scale)), difference.shape)
     return CoefficientCheck(name, False, largest,
                             f"sequence {i}, position {t}: expected {expected[i, t]:.6g}, got {got[i, t]:.6g}")
+
+
+def sequence_projections(pair, tokens, coefficients, direction: SequenceGradient) -> np.ndarray:
+    r"""Each sequence's :math:`\langle G_i, d\rangle` for :math:`G_i = \sum_t c_{it}\, g_t`, from its coefficients.
+
+    :math:`\langle g_t, d\rangle = d_{x_{t-1}}(x_t) - \sum_{s'} q(s'\mid x_{t-1})\, d_{x_{t-1}}(s')` (and
+    :math:`d_0(x_0) - q_0\cdot d_0` at t = 0), so the projection needs no V² array per sequence. The coefficients may
+    be any (n, T) array: one use's (:func:`sequence_per_sample_gradients`), a sum of two uses', or an exercise's.
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+    tokens : array_like of int, shape (n, T)
+    coefficients : array_like, shape (n, T)
+    direction : SequenceGradient
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    Raises
+    ------
+    TypeError, ValueError
+        For malformed tokens, coefficients of another shape, or a direction that is not a SequenceGradient.
+
+    Examples
+    --------
+    k1 per token in the loss (every :math:`c_t = 1`) projects to a mean-zero number:
+
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 4, 0.5, rng=0)
+    >>> tokens = pair.sample(100_000, rng=1)
+    >>> x = sequence_projections(pair, tokens, np.ones((100_000, 4)), sequence_kl_gradient(pair))
+    >>> bool(abs(x.mean()) < 5 * x.std() / np.sqrt(x.size))
+    True
+    """
+    pair = _check_pair(pair)
+    tokens = pair._check_tokens(tokens)
+    if not isinstance(direction, SequenceGradient):
+        raise TypeError(f"direction must be a SequenceGradient, got {type(direction).__name__}")
+    c = _checks.real_array(coefficients, "coefficients")
+    if c.shape != tokens.shape:
+        raise ValueError(f"coefficients must have the shape of tokens, {tokens.shape}, got {c.shape}")
+    delta0, delta = _projection(_chains(pair), direction)
+    safe = np.maximum(tokens, 0)
+    out = c[:, 0] * delta0[safe[:, 0]]
+    steps = np.where(tokens[:, 1:] >= 0, c[:, 1:] * delta[safe[:, :-1], safe[:, 1:]], 0.0)
+    return out + steps.sum(axis=1)

@@ -525,3 +525,23 @@ def test_coefficient_check_accepts_the_definition_and_names_the_first_wrong_toke
     assert verdict.message.startswith(f"sequence {first[0]}, position {first[1]}:")
     with pytest.raises(ValueError, match="coefficients must have the shape of tokens"):
         check_sequence_coefficients(EOS_PAIR, tokens, causal[:, :2], "k1", "reward_to_go")
+
+
+@pytest.mark.parametrize("pair", [PAIR, EOS_PAIR], ids=["fixed", "eos"])
+def test_projections_of_coefficients_match_the_dense_gradients(pair):
+    from klviz.gradients.sequences import sequence_per_sample_gradients, sequence_projections
+
+    cases = step_kl_brute_force(pair, "step_kl_loss")  # for the list of sequences only
+    tokens = np.array([list(seq) + [-1] * (pair.length - len(seq)) for seq, *_ in cases])
+    c, _ = sequence_per_sample_gradients(pair, tokens, "k3", "reward_to_go")
+    d = sequence_kl_gradient(pair, "kl_pq")
+    a, B = pair.q_initial_logits, pair.q_transition_logits
+    reference = []
+    for (seq, *_), row in zip(cases, c):
+        g0, rows = scores_of(seq, a, B)
+        x = row[0] * float(g0 @ d.initial)
+        x += sum(row[t] * float(g @ d.transition[r]) for t, (r, g) in enumerate(rows, start=1))
+        reference.append(x)
+    np.testing.assert_allclose(sequence_projections(pair, tokens, c, d), reference, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="coefficients must have the shape of tokens"):
+        sequence_projections(pair, tokens, c[:, :1], d)
