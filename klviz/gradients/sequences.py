@@ -1168,8 +1168,8 @@ def _monomial_moments(chains, sums, exponents) -> dict:
     β below them (binomial expansion of each increment)."""
     import itertools
 
-    top = tuple(max(e[i] for e in exponents) for i in range(len(sums)))
-    index = list(itertools.product(*(range(m + 1) for m in top)))
+    # only the monomials below a wanted one are ever needed: the downward closure of ``exponents``
+    index = sorted({beta for alpha in exponents for beta in itertools.product(*(range(x + 1) for x in alpha))})
     N = chains.N
     factor = {}
     for gamma in index:
