@@ -60,6 +60,9 @@ from klviz.gradients import (
     sequence_gradient_moments,
     sequence_kl_gradient,
     sequence_monte_carlo_gradient,
+    sequence_partial_kl_gradient,
+    sequence_reward_gradient,
+    sequence_step_kl_gradient,
 )
 from klviz.trainers import (
     Diagnosis,
@@ -101,6 +104,7 @@ __all__ = [
     "fit_gaussian_policy", "gradient_moments", "kl_pq", "kl_pq_gradient", "kl_qp", "kl_qp_gradient",
     "monte_carlo_gradient", "per_sample_gradient",
     "sequence_kl_gradient", "sequence_expected_gradient", "sequence_gradient_moments", "sequence_monte_carlo_gradient",
+    "sequence_reward_gradient", "sequence_partial_kl_gradient", "sequence_step_kl_gradient",
     # what trainers compute
     "TrainerRecipe", "RecipeSource", "trainer_recipes", "get_trainer_recipe", "StationaryPolicy",
     "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose",

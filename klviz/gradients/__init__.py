@@ -5,7 +5,8 @@
   per-sample gradients, their moments and Monte Carlo averages, and the objective each use follows;
 * :mod:`klviz.gradients.gaussian_policy` — the discretised-Gaussian policy that notebook 07 trains;
 * :mod:`klviz.gradients.sequences` — the same questions over whole sequences of a Markov-chain policy
-  (per-token and sequence-level uses, off-policy ratios, GRPO's length normalisation), by dynamic programming.
+  (per-token and sequence-level uses, off-policy ratios, GRPO's length normalisation, the full-vocabulary step
+  KL), by dynamic programming.
 """
 
 from klviz.gradients.gaussian_policy import PolicyPath, discretised_gaussian_logits, fit_gaussian_policy, gaussian_policy_kls
@@ -13,6 +14,8 @@ from klviz.gradients.sequences import (
     NORMALISATIONS,
     RATIOS,
     SEQUENCE_USES,
+    STEP_KL_USES,
+    CoefficientCheck,
     MonteCarloSequenceGradient,
     SequenceGradient,
     SequenceGradientMoments,
@@ -21,7 +24,15 @@ from klviz.gradients.sequences import (
     sequence_gradient_moments,
     sequence_kl_gradient,
     sequence_monte_carlo_gradient,
+    check_sequence_coefficients,
+    sequence_partial_kl_gradient,
     sequence_per_sample_gradients,
+    sequence_projections,
+    sequence_reward_gradient,
+    sequence_step_kl_gradient,
+    sequence_step_kl_moments,
+    sequence_step_kl_monte_carlo,
+    sequence_step_kl_per_sample_gradients,
 )
 from klviz.gradients.softmax import expected_k2_gradient, kl_pq, kl_pq_gradient, kl_qp, kl_qp_gradient
 from klviz.gradients.uses import (
@@ -49,4 +60,7 @@ __all__ = [
     "SEQUENCE_USES", "RATIOS", "NORMALISATIONS", "SequenceUse", "SequenceGradient", "SequenceGradientMoments",
     "MonteCarloSequenceGradient", "sequence_kl_gradient", "sequence_expected_gradient", "sequence_gradient_moments",
     "sequence_per_sample_gradients", "sequence_monte_carlo_gradient",
+    "sequence_reward_gradient", "sequence_partial_kl_gradient", "STEP_KL_USES", "sequence_step_kl_gradient",
+    "sequence_step_kl_moments", "sequence_step_kl_per_sample_gradients", "sequence_step_kl_monte_carlo",
+    "CoefficientCheck", "check_sequence_coefficients", "sequence_projections",
 ]

@@ -36,13 +36,21 @@ estimate; for the rewards a stopped one), ``"sequence"`` (the whole surrogate we
 GRPO's length normalisation: ``normalisation="sequence_mean"`` (each sequence's token terms divided by its
 length, which varies with an ``eos`` state), ``"max_length"`` (divided by T, as Dr. GRPO), ``"sum"``.
 
+Also here: the exact gradient of an expected per-position reward (:func:`sequence_reward_gradient`), the
+frozen-prefix ("partial") KL gradients that the per-token losses follow (:func:`sequence_partial_kl_gradient`), and
+the full-vocabulary per-step KL of Amini et al. used as a penalty (:data:`STEP_KL_USES`: its expected gradient,
+exact projection moments, per-sample gradients and Monte Carlo averages), a check of per-token coefficients
+computed by hand (:func:`check_sequence_coefficients`) and per-sequence projections of any coefficients
+(:func:`sequence_projections`).
+
 Precision: plain float64 sums; every quantity is exact up to rounding of the terms it sums (no
 cancellation of the sort that costs 1e-16/δ appears for the token-level uses; the sequence-level ones with
 k3 combine :math:`\mathbb{E}[R\,g]` and :math:`\mathbb{E}[g]` and lose relative precision like 1e-16/δ at gap δ).
 
 References: Y. Tang and R. Munos, "On a few pitfalls in KL divergence gradient estimation for RL",
 arXiv:2506.09477 (2025); Shah et al., "A Comedy of Estimators" (arXiv:2512.21852); Z. Shao et al. (GRPO,
-arXiv:2402.03300); DeepSeek-AI, "DeepSeek-V3.2", arXiv:2512.02556, §3.1.
+arXiv:2402.03300); DeepSeek-AI, "DeepSeek-V3.2", arXiv:2512.02556, §3.1; A. Amini, T. Vieira and R. Cotterell,
+"Better Estimation of the KL Divergence Between Language Models", arXiv:2504.10637 (2025).
 """
 
 from __future__ import annotations
@@ -71,6 +79,16 @@ __all__ = [
     "sequence_gradient_moments",
     "sequence_per_sample_gradients",
     "sequence_monte_carlo_gradient",
+    "sequence_reward_gradient",
+    "sequence_partial_kl_gradient",
+    "STEP_KL_USES",
+    "sequence_step_kl_gradient",
+    "sequence_step_kl_moments",
+    "sequence_step_kl_per_sample_gradients",
+    "sequence_step_kl_monte_carlo",
+    "CoefficientCheck",
+    "check_sequence_coefficients",
+    "sequence_projections",
 ]
 
 RATIOS = ("none", "token", "sequence")
@@ -879,3 +897,591 @@ def sequence_monte_carlo_gradient(pair, estimator, use, n: int, *, rng=None, beh
         projection_mean, projection_std = float(x.mean()), float(x.std(ddof=1))
     record = get_estimator(estimator)
     return MonteCarloSequenceGradient(record.name, _use(use).name, n, mean, stderr, projection_mean, projection_std)
+
+
+# --------------------------------------------------------------------------------------------------
+# The reward's own gradient, the frozen-prefix ("partial") KL gradients, and the full-vocabulary step KL
+# --------------------------------------------------------------------------------------------------
+
+def _check_rewards(pair: MarkovChainPair, rewards) -> np.ndarray:
+    rewards = _checks.real_array(rewards, "rewards")
+    want = (pair.length, pair.vocab_size)
+    if rewards.shape != want:
+        raise ValueError(f"rewards must have shape (T, V) = {want}, got {rewards.shape}")
+    if not np.isfinite(rewards).all():
+        raise ValueError("rewards must be finite")
+    return rewards
+
+
+def sequence_reward_gradient(pair, rewards) -> SequenceGradient:
+    r"""The exact gradient of the expected reward :math:`\mathbb{E}_q\big[\sum_t \texttt{rewards}[t, x_t]\big]`.
+
+    A reward for being in state s at position t (with ``eos``: only at positions a sequence reaches, the eos
+    token included). By the score-function identity, with rewards at earlier positions dropping out since
+    :math:`\mathbb{E}[g_u \mid x_{<u}] = 0`,
+
+    .. math:: \nabla_\theta\,\mathbb{E}_q\Big[\sum_t R_t(x_t)\Big]
+              = \mathbb{E}_q\Big[\sum_u g_u \sum_{t\ge u} R_t(x_t)\Big],
+
+    computed from a backward pass over the reward still to come, :math:`Y_t(s) = \mathbb{E}_q[\sum_{u>t} R_u(x_u)
+    \mid x_t = s]`, and q's forward marginals: :math:`O(T V^2)`.
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+        q is the policy (its logits are θ); p plays no part.
+    rewards : array_like, shape (T, V)
+        ``rewards[t, s]``: the reward for :math:`x_t = s`.
+
+    Returns
+    -------
+    SequenceGradient
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a pair that is not a MarkovChainPair, or rewards of the wrong shape, NaN or infinite.
+
+    Examples
+    --------
+    A reward that does not depend on the state has gradient 0:
+
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 4, 0.5, rng=0)
+    >>> bool(sequence_reward_gradient(pair, np.ones((4, 3))).norm < 1e-15)
+    True
+    """
+    pair = _check_pair(pair)
+    rewards = _check_rewards(pair, rewards)
+    chains = _chains(pair)
+    T, N = chains.T, chains.N
+    to_come = np.zeros((T, chains.V))
+    for t in range(T - 2, -1, -1):
+        to_come[t] = N @ (rewards[t + 1] + to_come[t + 1])
+        if chains.eos is not None:
+            to_come[t, chains.eos] = 0.0
+    returns = rewards + to_come  # E[Σ_{u≥t} R_u | x_t = s]
+    going = chains.marginals()[:-1] * chains.going
+    W = N * (going.T @ returns[1:])
+    return _assemble(chains, chains.n0 * returns[0], W)
+
+
+def _prefix_visits(chains: _Chains) -> np.ndarray:
+    """Σ_{t ≤ T-2} ν(x_t = s, a step follows): how often row s of the transition is used, shape (V,)."""
+    if chains.T == 1:
+        return np.zeros(chains.V)
+    return np.sum(chains.marginals()[:-1] * chains.going, axis=0)
+
+
+def _row_kl_gradients(log_q: np.ndarray, log_p: np.ndarray, target: str) -> np.ndarray:
+    r"""Per row, the gradient of KL(q_s‖p_s) (q_s ⊙ (log q_s/p_s - KL_s)) or KL(p_s‖q_s) (q_s - p_s) in q's logits."""
+    q = np.exp(log_q)
+    if target == "kl_pq":
+        return q - np.exp(log_p)
+    log_ratio = log_q - log_p
+    kl = np.sum(q * log_ratio, axis=-1, keepdims=True)
+    return q * (log_ratio - kl)
+
+
+def sequence_partial_kl_gradient(pair, target: str = "kl_qp", *, prefix_logits=None) -> SequenceGradient:
+    r"""The gradient of the per-step KLs with the prefixes' distribution held fixed: Tang & Munos' "partial gradient".
+
+    With ν the chain the prefixes come from (q itself, or ``prefix_logits``) and :math:`\theta_0` the current
+    logits, the frozen-prefix objective is
+
+    .. math:: J_\nu(\theta) = \sum_t \mathbb{E}_{x_{<t}\sim\nu}\big[D\big(\cdot \mid x_{t-1}\big)\big],\qquad
+              D = \mathrm{KL}(q_\theta(\cdot\mid x_{t-1})\,\|\,p(\cdot\mid x_{t-1}))\ \text{(kl_qp)}
+              \ \text{or}\ \mathrm{KL}(p(\cdot\mid x_{t-1})\,\|\,q_\theta(\cdot\mid x_{t-1}))\ \text{(kl_pq)},
+
+    and this returns :math:`\nabla_\theta J_\nu` (ν not differentiated): row s is
+    :math:`m_\nu(s)\,\nabla D_s` with :math:`m_\nu(s) = \sum_{t\le T-2}\nu(x_t = s)` the visits after which a step
+    follows. With ν = q it is the expected gradient of k2 (kl_qp) or k3 (kl_pq) per token in the loss; the sequence
+    KL's gradient adds the term through the prefixes' distribution, :math:`\sum_u \mathbb{E}[g_u \sum_{t>u} D_t]`.
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+    target : {"kl_qp", "kl_pq"}
+    prefix_logits : (array_like (V,), array_like (V, V)), optional
+        Initial and transition logits of the chain ν that draws the prefixes (default: q).
+
+    Returns
+    -------
+    SequenceGradient
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a pair that is not a MarkovChainPair, an unknown target or malformed logits.
+
+    Examples
+    --------
+    For one token there is no prefix, and the partial gradient is the KL's own:
+
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 1, 0.5, rng=0)
+    >>> bool((sequence_partial_kl_gradient(pair) - sequence_kl_gradient(pair)).norm < 1e-15)
+    True
+    """
+    pair = _check_pair(pair)
+    target = _checks.choice(target, "target", ("kl_qp", "kl_pq"))
+    chains = _chains(pair, prefix_logits)
+    initial = _row_kl_gradients(chains.log_q0, chains.log_p0, target)
+    transition = _prefix_visits(chains)[:, None] * _row_kl_gradients(chains.log_Q, chains.log_P, target)
+    if chains.eos is not None:
+        transition[chains.eos] = 0.0
+    return SequenceGradient(initial, transition)
+
+
+#: The full-vocabulary per-step KL of Amini et al. (arXiv:2504.10637) as a penalty, by what autodiff differentiates.
+STEP_KL_USES: dict[str, SequenceUse] = {
+    u.name: u
+    for u in (
+        SequenceUse("step_kl_loss", "token", "loss", "sum_t KL_t(x_t-1)"),
+        SequenceUse("step_kl_reward_to_go", "token", "reward_to_go",
+                    "sum_t KL_t(x_t-1) + sum_t sg[sum_{s>t} KL_s] log q(x_t|x_t-1)"),
+        SequenceUse("step_kl_sequence_reward", "sequence", "reward",
+                    "sum_t KL_t(x_t-1) + sg[sum_t KL_t] sum_t log q(x_t|x_t-1)"),
+    )
+}
+
+
+def _step_kl_use(use) -> SequenceUse:
+    if isinstance(use, SequenceUse) and use.name in STEP_KL_USES:
+        return STEP_KL_USES[use.name]
+    return STEP_KL_USES[_checks.choice(use, "use", STEP_KL_USES)]
+
+
+def _step_kl_parts(chains: _Chains):
+    """KL_0 (float), κ(s) = KL(q_s‖p_s) per row (V,), ∇KL_0 (V,) and ∇KL(q_s‖p_s) per row (V, V)."""
+    q0, Q = chains.q0, chains.Q
+    kl0 = float(np.sum(q0 * (chains.log_q0 - chains.log_p0)))
+    kappa = np.sum(Q * (chains.log_Q - chains.log_P), axis=1)
+    h0 = _row_kl_gradients(chains.log_q0, chains.log_p0, "kl_qp")
+    H = _row_kl_gradients(chains.log_Q, chains.log_P, "kl_qp")
+    if chains.eos is not None:  # nothing follows eos: no step KL, no parameter
+        kappa = kappa * chains.going
+        H = H * chains.going[:, None]
+    return kl0, kappa, h0, H
+
+
+def sequence_step_kl_gradient(pair, use: str = "step_kl_reward_to_go") -> SequenceGradient:
+    r"""The exact expected gradient of the full-vocabulary per-step KL used as a penalty (on-policy, x ~ q).
+
+    The step KL :math:`\mathrm{KL}_t(x_{t-1}) = \mathrm{KL}(q_\theta(\cdot\mid x_{t-1})\,\|\,p(\cdot\mid x_{t-1}))` is
+    computed from both models' logits at every sampled prefix; its sum is the Rao–Blackwellised estimate of the
+    sequence KL (Amini, Vieira and Cotterell, arXiv:2504.10637). Autodiff of it gives (:data:`STEP_KL_USES`):
+
+    * ``"step_kl_loss"``: :math:`\sum_t \nabla\mathrm{KL}_t(x_{t-1})`, through the conditionals only — the
+      conditional expectation of k2-per-token-in-the-loss's per-token gradient given the prefix, so its expected
+      gradient is the same partial one (:func:`sequence_partial_kl_gradient`);
+    * ``"step_kl_reward_to_go"``: that plus :math:`\sum_u g_u \sum_{t>u}\mathrm{KL}_t(x_{t-1})` (the step KLs
+      still to come as a stopped reward on each token's score): the gradient of the sequence KL, exactly;
+    * ``"step_kl_sequence_reward"``: that plus :math:`(\sum_t \mathrm{KL}_t)\sum_u g_u` instead (the whole sum on
+      every score, as the step KLs enter the advantage in the authors' released RLOO code, there without stopping
+      their gradient and with a baseline): the same expectation, with the zero-mean past terms added.
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+        q is the policy, p the reference; ``eos`` gives variable lengths.
+    use : str
+        One of :data:`STEP_KL_USES`.
+
+    Returns
+    -------
+    SequenceGradient
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a pair that is not a MarkovChainPair or an unknown use.
+
+    Examples
+    --------
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 5, 0.5, rng=0)
+    >>> bool((sequence_step_kl_gradient(pair) - sequence_kl_gradient(pair)).norm < 1e-14)
+    True
+    """
+    pair = _check_pair(pair)
+    use = _step_kl_use(use)
+    chains = _chains(pair)
+    kl0, kappa, h0, H = _step_kl_parts(chains)
+    pathwise = SequenceGradient(h0, _prefix_visits(chains)[:, None] * H)
+    if use.name == "step_kl_loss":
+        return pathwise
+    # both score forms have the causal expectation: Y_t(s) = E[Σ_{t ≤ v ≤ T-2} κ(x_v) | x_t = s]
+    T, N = chains.T, chains.N
+    to_come = np.zeros((T, chains.V))
+    for t in range(T - 2, -1, -1):
+        to_come[t] = kappa + N @ to_come[t + 1]
+        if chains.eos is not None:
+            to_come[t, chains.eos] = 0.0
+    going = chains.marginals()[:-1] * chains.going
+    score = _assemble(chains, chains.n0 * to_come[0], N * (going.T @ to_come[1:]))
+    return score + pathwise
+
+
+def _step_kl_projection_parts(chains: _Chains, direction: SequenceGradient):
+    """What one step adds to <G, d>: a0 and a(s) (pathwise), δ0 and δ(s, s') (score), KL_0 and κ(s)."""
+    delta0, delta = _projection(chains, direction)
+    kl0, kappa, h0, H = _step_kl_parts(chains)
+    a0 = float(h0 @ np.asarray(direction.initial, dtype=np.float64))
+    a = np.sum(H * np.asarray(direction.transition, dtype=np.float64), axis=1)
+    return a0, a, delta0, delta, kl0, kappa
+
+
+def _causal_moments(chains, a0, a, delta0, delta, kappa) -> tuple[float, float]:
+    r"""E[X], E[X²] for X = a0 + Σ_v (a(x_v) + κ(x_v) D_v) over the steps v → v+1, D_v = Σ_{u≤v} δ_u.
+
+    Carries :math:`m_{ij}(s) = \mathbb{E}[D^i X^j 1\{x_t = s\}]` for ij in 00, 10, 20, 01, 11, 02; a step maps
+    (D, X) to (D + δ, X + κD + a)."""
+    N = chains.N
+    y = delta
+    k = np.broadcast_to(kappa[:, None], N.shape)
+    b = np.broadcast_to(a[:, None], N.shape)
+    P = {name: N * f for name, f in (("1", 1.0), ("y", y), ("y2", y**2), ("k", k), ("b", b), ("ky", k * y),
+                                     ("yb", y * b), ("k2", k**2), ("b2", b**2), ("kb", k * b))}
+    w = chains.n0
+    start = [w, w * delta0, w * delta0**2, w * a0, w * delta0 * a0, w * a0**2]
+
+    def step(m):
+        m00, m10, m20, m01, m11, m02 = m
+        return [
+            m00 @ P["1"],
+            m10 @ P["1"] + m00 @ P["y"],
+            m20 @ P["1"] + 2 * (m10 @ P["y"]) + m00 @ P["y2"],
+            m01 @ P["1"] + m10 @ P["k"] + m00 @ P["b"],
+            m11 @ P["1"] + m20 @ P["k"] + m10 @ P["b"] + m01 @ P["y"] + m10 @ P["ky"] + m00 @ P["yb"],
+            m02 @ P["1"] + m20 @ P["k2"] + m00 @ P["b2"] + 2 * (m11 @ P["k"]) + 2 * (m01 @ P["b"])
+            + 2 * (m10 @ P["kb"]),
+        ]
+
+    totals = _forward_finish(chains, start, step, "sum", [0] * 6)
+    return totals[3], totals[5]
+
+
+def _monomial_moments(chains, sums, exponents) -> dict:
+    r"""E[Π_i S_i^{α_i}] for additive sums :math:`S_i = s_i(x_0) + \sum_{t\ge1} \sigma_i(x_{t-1}, x_t)` and every α
+    in ``exponents``, by one forward pass carrying :math:`\mathbb{E}[\prod_i S_i^{\beta_i} 1\{x_t = s\}]` for all
+    β below them (binomial expansion of each increment)."""
+    import itertools
+
+    # only the monomials below a wanted one are ever needed: the downward closure of ``exponents``
+    index = sorted({beta for alpha in exponents for beta in itertools.product(*(range(x + 1) for x in alpha))})
+    N = chains.N
+    factor = {}
+    for gamma in index:
+        f = N.copy()
+        for (_, step_values), g in zip(sums, gamma):
+            if g:
+                f = f * step_values**g
+        factor[gamma] = f
+    start = []
+    for beta in index:
+        v = chains.n0.copy()
+        for (start_values, _), b in zip(sums, beta):
+            if b:
+                v = v * start_values**b
+        start.append(v)
+
+    def step(m):
+        values = dict(zip(index, m))
+        out = []
+        for alpha in index:
+            acc = np.zeros(chains.V)
+            for beta in itertools.product(*(range(x + 1) for x in alpha)):
+                coef = math.prod(math.comb(x, y) for x, y in zip(alpha, beta))
+                gamma = tuple(x - y for x, y in zip(alpha, beta))
+                acc = acc + coef * (values[beta] @ factor[gamma])
+            out.append(acc)
+        return out
+
+    totals = dict(zip(index, _forward_finish(chains, start, step, "sum", [0] * len(index))))
+    return {alpha: totals[alpha] for alpha in exponents}
+
+
+def sequence_step_kl_moments(pair, use, direction: SequenceGradient) -> SequenceGradientMoments:
+    r"""Exact mean and variance of :math:`\langle G, d\rangle` for one sequence's step-KL gradient G (x ~ q).
+
+    With :math:`a(s) = \langle\nabla\mathrm{KL}(q_s\|p_s), d_s\rangle` (pathwise), :math:`\delta_t = \langle g_t, d\rangle`
+    and :math:`\kappa(s) = \mathrm{KL}(q_s\|p_s)`: ``step_kl_loss`` is the additive :math:`\sum_t a(x_{t-1})`;
+    ``step_kl_reward_to_go`` adds :math:`\sum_v \kappa(x_v) D_v` with :math:`D_v = \sum_{u\le v}\delta_u`
+    (moments of (D, X) carried with the state); ``step_kl_sequence_reward`` adds :math:`C\Delta`, the product of two
+    additive sums (:math:`C = \mathrm{KL}_0 + \sum_v\kappa(x_v)`, :math:`\Delta = \sum_u\delta_u`), whose joint moments
+    up to :math:`C^2\Delta^2` one forward pass carries. :math:`O(T V^2)`.
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+    use : str
+        One of :data:`STEP_KL_USES`.
+    direction : SequenceGradient
+        d, e.g. :func:`sequence_kl_gradient`.
+
+    Returns
+    -------
+    SequenceGradientMoments
+        With estimator ``"step_kl"``.
+
+    Examples
+    --------
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 6, 0.5, rng=0)
+    >>> d = sequence_kl_gradient(pair)
+    >>> m = sequence_step_kl_moments(pair, "step_kl_reward_to_go", d)
+    >>> bool(abs(m.mean - d.dot(d)) < 1e-12 * d.dot(d))
+    True
+    """
+    pair = _check_pair(pair)
+    use = _step_kl_use(use)
+    if not isinstance(direction, SequenceGradient):
+        raise TypeError(f"direction must be a SequenceGradient, got {type(direction).__name__}")
+    chains = _chains(pair)
+    a0, a, delta0, delta, kl0, kappa = _step_kl_projection_parts(chains, direction)
+    a_step = np.broadcast_to(a[:, None], (chains.V, chains.V))
+    a_start = np.full(chains.V, a0)
+    if use.name == "step_kl_loss":
+        first, second = (_additive_moment(chains, a_start, a_step, m, chains.n0, chains.N, "sum") for m in (1, 2))
+    elif use.name == "step_kl_reward_to_go":
+        first, second = _causal_moments(chains, a0, a, delta0, delta, kappa)
+    else:
+        sums = [(a_start, a_step), (np.full(chains.V, kl0), np.broadcast_to(kappa[:, None], (chains.V, chains.V))),
+                (delta0, delta)]
+        m = _monomial_moments(chains, sums, [(1, 0, 0), (0, 1, 1), (2, 0, 0), (1, 1, 1), (0, 2, 2)])
+        first = m[(1, 0, 0)] + m[(0, 1, 1)]
+        second = m[(2, 0, 0)] + 2 * m[(1, 1, 1)] + m[(0, 2, 2)]
+    return SequenceGradientMoments("step_kl", use.name, first, max(second - first * first, 0.0))
+
+
+def sequence_step_kl_per_sample_gradients(pair, tokens, use) -> np.ndarray:
+    r"""Each sequence's step-KL gradient as autodiff returns it, flattened like :attr:`SequenceGradient.flat`.
+
+    :math:`G = \nabla\mathrm{KL}_0 + \sum_{t\ge1}\nabla\mathrm{KL}(q_{x_{t-1}}\|p_{x_{t-1}}) + \sum_u c_u g_u`, with
+    :math:`c_u = 0` (``step_kl_loss``), :math:`\sum_{t>u}\mathrm{KL}_t` (``step_kl_reward_to_go``) or
+    :math:`\sum_t\mathrm{KL}_t` (``step_kl_sequence_reward``). Dense: shape (n, V + V²).
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+    tokens : array_like of int, shape (n, T)
+        Sequences from q (padded with -1 after eos).
+    use : str
+        One of :data:`STEP_KL_USES`.
+
+    Returns
+    -------
+    ndarray, shape (n, V + V²)
+    """
+    pair = _check_pair(pair)
+    use = _step_kl_use(use)
+    tokens = pair._check_tokens(tokens)
+    chains = _chains(pair)
+    V = chains.V
+    kl0, kappa, h0, H = _step_kl_parts(chains)
+    n, T = tokens.shape
+    mask = tokens >= 0
+    safe = np.maximum(tokens, 0)
+    # step KLs: KL_0 at t = 0, κ(x_{t-1}) at t ≥ 1 (0 at padding)
+    step_kls = np.zeros((n, T))
+    step_kls[:, 0] = kl0
+    step_kls[:, 1:] = np.where(mask[:, 1:], kappa[safe[:, :-1]], 0.0)
+    if use.name == "step_kl_loss":
+        c = np.zeros((n, T))
+    elif use.name == "step_kl_reward_to_go":
+        after = np.cumsum(step_kls[:, ::-1], axis=1)[:, ::-1]
+        c = np.zeros((n, T))
+        c[:, :-1] = after[:, 1:]
+    else:
+        c = np.repeat(step_kls.sum(axis=1)[:, None], T, axis=1)
+    c = np.where(mask, c, 0.0)
+    rows = np.arange(n)
+    q0, Q = chains.q0, chains.Q
+    initial = h0 + c[:, :1] * (np.eye(V)[safe[:, 0]] - q0)
+    transition = np.zeros((n, V, V))
+    for t in range(1, T):
+        alive = mask[:, t]
+        prev, cur = safe[alive, t - 1], safe[alive, t]
+        idx = rows[alive]
+        score = -Q[prev] * c[alive, t][:, None]
+        score[np.arange(idx.size), cur] += c[alive, t]
+        transition[idx, prev] += H[prev] + score
+    if chains.eos is not None:
+        transition[:, chains.eos] = 0.0
+    return np.concatenate([initial, transition.reshape(n, V * V)], axis=1)
+
+
+def sequence_step_kl_monte_carlo(pair, use, n: int, *, rng=None,
+                                 direction: SequenceGradient | None = None) -> MonteCarloSequenceGradient:
+    r"""Average the step-KL gradients of n sequences from q, with per-coordinate standard errors (and the
+    projection on ``direction``), in blocks of sequences so that memory stays bounded.
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+    use : str
+        One of :data:`STEP_KL_USES`.
+    n : int
+        Number of sequences; at least 2.
+    rng : {None, int, numpy.random.Generator}, optional
+    direction : SequenceGradient, optional
+
+    Returns
+    -------
+    MonteCarloSequenceGradient
+        With estimator ``"step_kl"``.
+
+    Examples
+    --------
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 5, 0.5, rng=0)
+    >>> mc = sequence_step_kl_monte_carlo(pair, "step_kl_reward_to_go", 20_000, rng=1)
+    >>> bool(np.all(np.abs(mc.z_scores(sequence_kl_gradient(pair))) < 5))
+    True
+    """
+    pair = _check_pair(pair)
+    use = _step_kl_use(use)
+    n = _checks.sample_size(n, "n", 2)
+    rng = _checks.rng(rng)
+    if direction is not None and not isinstance(direction, SequenceGradient):
+        raise TypeError(f"direction must be a SequenceGradient, got {type(direction).__name__}")
+    V = pair.vocab_size
+    tokens = pair.sample(n, rng=rng)
+    block = max(1, 2**20 // (V + V * V))
+    total, total2 = np.zeros(V + V * V), np.zeros(V + V * V)
+    projections = []
+    d = None if direction is None else direction.flat
+    shift = None  # sums of deviations from the first sample: exact for constant coordinates, no cancellation
+    for start in range(0, n, block):
+        g = sequence_step_kl_per_sample_gradients(pair, tokens[start:start + block], use)
+        if shift is None:
+            shift = g[0].copy()
+        deviation = g - shift
+        total += deviation.sum(axis=0)
+        total2 += np.sum(deviation * deviation, axis=0)
+        if d is not None:
+            projections.append(g @ d)
+    mean_deviation = total / n
+    mean = shift + mean_deviation
+    var = np.maximum(total2 / n - mean_deviation**2, 0.0) * n / (n - 1)
+    split = lambda v: SequenceGradient(v[:V].copy(), v[V:].reshape(V, V).copy())  # noqa: E731
+    projection_mean = projection_std = math.nan
+    if d is not None:
+        x = np.concatenate(projections)
+        projection_mean, projection_std = float(x.mean()), float(x.std(ddof=1))
+    return MonteCarloSequenceGradient("step_kl", use.name, n, split(mean), split(np.sqrt(var / n)), projection_mean,
+                                      projection_std)
+
+
+@dataclass(frozen=True, repr=False)
+class CoefficientCheck(Result):
+    r"""The verdict on a reader's per-token coefficients :math:`c_t` (an exercise's answer) against klviz's."""
+
+    use: str
+    ok: bool
+    largest_difference: float
+    message: str
+
+    def _display_fields(self):
+        return [("use", self.use), ("ok", self.ok), ("message", Shown(self.message))]
+
+
+def check_sequence_coefficients(pair, tokens, coefficients, estimator, use, *, rtol: float = 1e-9) -> CoefficientCheck:
+    r"""Compare per-token coefficients computed by hand with :func:`sequence_per_sample_gradients`' (on-policy).
+
+    Each sequence's gradient estimate is :math:`G = \sum_t c_t g_t`; an implementation of a use is right when its
+    (n, T) array of :math:`c_t` is, token by token (0 at padding after eos).
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+    tokens : array_like of int, shape (n, T)
+    coefficients : array_like, shape (n, T)
+        The reader's :math:`c_t`.
+    estimator, use
+        As in :func:`sequence_expected_gradient`.
+    rtol : float
+        Relative tolerance (of the largest coefficient's size).
+
+    Returns
+    -------
+    CoefficientCheck
+        ``ok`` and a message naming the first sequence and position that differ.
+
+    Raises
+    ------
+    ValueError
+        If ``coefficients`` does not have the shape of ``tokens``.
+
+    Examples
+    --------
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 4, 0.5, rng=0)
+    >>> tokens = pair.sample(5, rng=1)
+    >>> check_sequence_coefficients(pair, tokens, np.ones((5, 4)), "k1", "token_loss").ok
+    True
+    """
+    tokens = _check_pair(pair)._check_tokens(tokens)
+    expected, _ = sequence_per_sample_gradients(pair, tokens, estimator, use)
+    got = _checks.real_array(coefficients, "coefficients")
+    if got.shape != expected.shape:
+        raise ValueError(f"coefficients must have the shape of tokens, {expected.shape}, got {got.shape}")
+    got = np.where(tokens >= 0, got, 0.0)
+    scale = max(float(np.max(np.abs(expected))), 1e-300)
+    difference = np.abs(got - expected)
+    largest = float(np.max(difference)) if difference.size else 0.0
+    name = _use(use).name
+    if largest <= rtol * scale:
+        return CoefficientCheck(name, True, largest, f"all {expected.size} coefficients agree")
+    i, t = np.unravel_index(int(np.argmax(difference > rtol * scale)), difference.shape)
+    return CoefficientCheck(name, False, largest,
+                            f"sequence {i}, position {t}: expected {expected[i, t]:.6g}, got {got[i, t]:.6g}")
+
+
+def sequence_projections(pair, tokens, coefficients, direction: SequenceGradient) -> np.ndarray:
+    r"""Each sequence's :math:`\langle G_i, d\rangle` for :math:`G_i = \sum_t c_{it}\, g_t`, from its coefficients.
+
+    :math:`\langle g_t, d\rangle = d_{x_{t-1}}(x_t) - \sum_{s'} q(s'\mid x_{t-1})\, d_{x_{t-1}}(s')` (and
+    :math:`d_0(x_0) - q_0\cdot d_0` at t = 0), so the projection needs no V² array per sequence. The coefficients may
+    be any (n, T) array: one use's (:func:`sequence_per_sample_gradients`), a sum of two uses', or an exercise's.
+
+    Parameters
+    ----------
+    pair : MarkovChainPair
+    tokens : array_like of int, shape (n, T)
+    coefficients : array_like, shape (n, T)
+    direction : SequenceGradient
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    Raises
+    ------
+    TypeError, ValueError
+        For malformed tokens, coefficients of another shape, or a direction that is not a SequenceGradient.
+
+    Examples
+    --------
+    k1 per token in the loss (every :math:`c_t = 1`) projects to a mean-zero number:
+
+    >>> from klviz import random_markov_chain_pair
+    >>> pair = random_markov_chain_pair(3, 4, 0.5, rng=0)
+    >>> tokens = pair.sample(100_000, rng=1)
+    >>> x = sequence_projections(pair, tokens, np.ones((100_000, 4)), sequence_kl_gradient(pair))
+    >>> bool(abs(x.mean()) < 5 * x.std() / np.sqrt(x.size))
+    True
+    """
+    pair = _check_pair(pair)
+    tokens = pair._check_tokens(tokens)
+    if not isinstance(direction, SequenceGradient):
+        raise TypeError(f"direction must be a SequenceGradient, got {type(direction).__name__}")
+    c = _checks.real_array(coefficients, "coefficients")
+    if c.shape != tokens.shape:
+        raise ValueError(f"coefficients must have the shape of tokens, {tokens.shape}, got {c.shape}")
+    delta0, delta = _projection(_chains(pair), direction)
+    safe = np.maximum(tokens, 0)
+    out = c[:, 0] * delta0[safe[:, 0]]
+    steps = np.where(tokens[:, 1:] >= 0, c[:, 1:] * delta[safe[:, :-1], safe[:, 1:]], 0.0)
+    return out + steps.sum(axis=1)

@@ -284,3 +284,264 @@ def test_monte_carlo_agrees_with_exact(use):
         moments = sequence_gradient_moments(EOS_PAIR, "k3", use, d, behaviour_logits=behaviour, ratio=ratio)
         assert abs(mc.projection_mean - moments.mean) < 5 * moments.std / math.sqrt(mc.n)
         assert mc.projection_std == pytest.approx(moments.std, rel=0.05)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 08's additions: the reward's gradient, frozen-prefix gradients, the full-vocabulary step KL
+# --------------------------------------------------------------------------------------------------
+
+from klviz.gradients.sequences import (  # noqa: E402
+    STEP_KL_USES,
+    sequence_partial_kl_gradient,
+    sequence_reward_gradient,
+    sequence_step_kl_gradient,
+    sequence_step_kl_moments,
+    sequence_step_kl_monte_carlo,
+    sequence_step_kl_per_sample_gradients,
+)
+
+REWARDS = np.random.default_rng(5).normal(size=(PAIR.length, 3))
+EOS_REWARDS = np.random.default_rng(6).normal(size=(EOS_PAIR.length, 3))
+
+
+def with_q(pair, a, B):
+    return MarkovChainPair(pair.p_initial_logits, pair.p_transition_logits, a, B, pair.length, eos=pair.eos)
+
+
+def finite_difference_gradient(pair, f, h=1e-6):
+    """∇ of f(q initial logits, q transition logits) at the pair's q, by central differences."""
+    V = pair.vocab_size
+    a0, B0 = pair.q_initial_logits, pair.q_transition_logits
+    gi = np.array([(f(a0 + h * e, B0) - f(a0 - h * e, B0)) / (2 * h) for e in np.eye(V)])
+    gT = np.zeros((V, V))
+    for i in range(V):
+        for j in range(V):
+            E = np.zeros((V, V))
+            E[i, j] = h
+            gT[i, j] = (f(a0, B0 + E) - f(a0, B0 - E)) / (2 * h)
+    return gi, gT
+
+
+def sequence_log_prob(seq, initial_logits, transition_logits):
+    l0, lT = log_softmax(initial_logits), log_softmax(transition_logits)
+    return l0[seq[0]] + sum(lT[a, b] for a, b in zip(seq[:-1], seq[1:]))
+
+
+def expected_reward(pair, rewards, a, B):
+    """E_q[Σ_t rewards[t, x_t]] over every sequence, q with logits (a, B)."""
+    return math.fsum(math.exp(sequence_log_prob(seq, a, B)) * sum(rewards[t, s] for t, s in enumerate(seq))
+                     for seq in sequences(pair.vocab_size, pair.length, pair.eos))
+
+
+def scores_of(seq, a, B):
+    """The per-token scores g_t of one sequence: (initial (V,), list of (row, (V,) vector))."""
+    q0, Q = np.exp(log_softmax(a)), np.exp(log_softmax(B))
+    g0 = -q0.copy()
+    g0[seq[0]] += 1.0
+    rows = []
+    for prev, cur in zip(seq[:-1], seq[1:]):
+        g = -Q[prev].copy()
+        g[cur] += 1.0
+        rows.append((prev, g))
+    return g0, rows
+
+
+@pytest.mark.parametrize("pair, rewards", [(PAIR, REWARDS), (EOS_PAIR, EOS_REWARDS)], ids=["fixed", "eos"])
+def test_reward_gradient_matches_enumeration_and_finite_differences(pair, rewards):
+    # reference 1: Σ_x q(x) R(x) Σ_t g_t (the whole-sequence score, no returns-to-go)
+    a, B = pair.q_initial_logits, pair.q_transition_logits
+    V = pair.vocab_size
+    total0, totalT = np.zeros(V), np.zeros((V, V))
+    for seq in sequences(V, pair.length, pair.eos):
+        weight = math.exp(sequence_log_prob(seq, a, B)) * sum(rewards[t, s] for t, s in enumerate(seq))
+        g0, rows = scores_of(seq, a, B)
+        total0 += weight * g0
+        for row, g in rows:
+            totalT[row] += weight * g
+    if pair.eos is not None:
+        totalT[pair.eos] = 0.0  # never used
+    gradient = sequence_reward_gradient(pair, rewards)
+    assert_close(gradient, (total0, totalT))
+    # reference 2: central differences of the expected reward
+    assert_close(gradient, finite_difference_gradient(pair, lambda a, B: expected_reward(pair, rewards, a, B)),
+                 tol=1e-8)
+
+
+def frozen_objective(pair, target, prefix, a, B):
+    """J(θ) = Σ_x ν(x) Σ_t D_t(x_{t-1}) with ν fixed (prefix logits) and D the step KL of q_θ = (a, B)."""
+    lq0, lQ = log_softmax(a), log_softmax(B)
+    lp0, lP = log_softmax(pair.p_initial_logits), log_softmax(pair.p_transition_logits)
+
+    def kl(lq, lp):
+        return float(np.sum(np.exp(lq) * (lq - lp))) if target == "kl_qp" else float(np.sum(np.exp(lp) * (lp - lq)))
+
+    total = 0.0
+    for seq in sequences(pair.vocab_size, pair.length, pair.eos):
+        weight = math.exp(sequence_log_prob(seq, *prefix))
+        total += weight * (kl(lq0, lp0) + sum(kl(lQ[s], lP[s]) for s in seq[:-1]))
+    return total
+
+
+@pytest.mark.parametrize("pair", [PAIR, EOS_PAIR], ids=["fixed", "eos"])
+@pytest.mark.parametrize("target", ["kl_qp", "kl_pq"])
+@pytest.mark.parametrize("prefixes", ["q", "behaviour"])
+def test_partial_gradient_is_the_gradient_of_the_frozen_prefix_objective(pair, target, prefixes):
+    prefix = (pair.q_initial_logits, pair.q_transition_logits) if prefixes == "q" else BEHAVIOUR
+    kwargs = {} if prefixes == "q" else {"prefix_logits": BEHAVIOUR}
+    gradient = sequence_partial_kl_gradient(pair, target, **kwargs)
+    reference = finite_difference_gradient(pair, lambda a, B: frozen_objective(pair, target, prefix, a, B))
+    if pair.eos is not None:
+        reference[1][pair.eos] = 0.0  # the eos row is never used: its finite difference is 0 too
+    assert_close(gradient, reference, tol=1e-8)
+
+
+def test_partial_gradients_are_what_the_per_token_losses_follow():
+    # Tang & Munos' partial gradient: k2 per token in the loss (and k1 per token in the reward) at q's prefixes,
+    # k3 per token in the loss: the forward KL at q's prefixes; ρ·k3 per token (DeepSeek-V3.2): the reverse
+    # KL at μ's prefixes
+    for pair in (PAIR, EOS_PAIR):
+        partial_qp, partial_pq = (sequence_partial_kl_gradient(pair, t) for t in ("kl_qp", "kl_pq"))
+        for estimator, use, target in (("k2", "token_loss", partial_qp), ("k1", "token_reward", partial_qp),
+                                       ("k3", "token_loss", partial_pq)):
+            assert (sequence_expected_gradient(pair, estimator, use) - target).norm <= 1e-14 * target.norm
+        deepseek = sequence_expected_gradient(pair, "k3", "token_loss", behaviour_logits=BEHAVIOUR, ratio="token")
+        at_mu = sequence_partial_kl_gradient(pair, "kl_qp", prefix_logits=BEHAVIOUR)
+        assert (deepseek - at_mu).norm <= 1e-14 * at_mu.norm
+        # and none of them is the sequence KL's gradient
+        assert (partial_qp - sequence_kl_gradient(pair)).norm > 0.01 * partial_qp.norm
+
+
+def row_kl_gradient(logits, log_p):
+    """∇_z KL(softmax(z)‖p) by the chain rule through the probabilities: J^T (log q - log p + 1), J = diag(q) - qq^T."""
+    q = np.exp(log_softmax(logits))
+    jacobian = np.diag(q) - np.outer(q, q)
+    return jacobian.T @ (np.log(q) - log_p + 1.0)
+
+
+def step_kl_brute_force(pair, use):
+    """Every sequence's step-KL gradient from its definition, with its probability under q."""
+    V, T, eos = pair.vocab_size, pair.length, pair.eos
+    a, B = pair.q_initial_logits, pair.q_transition_logits
+    lq0, lQ = log_softmax(a), log_softmax(B)
+    lp0, lP = log_softmax(pair.p_initial_logits), log_softmax(pair.p_transition_logits)
+    kl0 = float(np.sum(np.exp(lq0) * (lq0 - lp0)))
+    kl_rows = np.sum(np.exp(lQ) * (lQ - lP), axis=1)
+    out = []
+    for seq in sequences(V, T, eos):
+        step_kls = [kl0] + [kl_rows[s] for s in seq[:-1]]
+        g0, rows = scores_of(seq, a, B)
+        initial = row_kl_gradient(a, lp0)
+        transition = np.zeros((V, V))
+        for s in seq[:-1]:
+            transition[s] += row_kl_gradient(B[s], lP[s])
+        coefficients = {"step_kl_loss": [0.0] * len(seq),
+                        "step_kl_reward_to_go": [sum(step_kls[u + 1:]) for u in range(len(seq))],
+                        "step_kl_sequence_reward": [sum(step_kls)] * len(seq)}[use]
+        initial = initial + coefficients[0] * g0
+        for u, (row, g) in enumerate(rows, start=1):
+            transition[row] += coefficients[u] * g
+        out.append((seq, math.exp(sequence_log_prob(seq, a, B)), initial, transition))
+    return out
+
+
+@pytest.mark.parametrize("pair", [PAIR, EOS_PAIR], ids=["fixed", "eos"])
+@pytest.mark.parametrize("use", list(STEP_KL_USES))
+def test_step_kl_gradients_and_moments_match_enumeration(pair, use):
+    cases = step_kl_brute_force(pair, use)
+    mean0 = sum(w * g0 for _, w, g0, _ in cases)
+    meanT = sum(w * gT for _, w, _, gT in cases)
+    gradient = sequence_step_kl_gradient(pair, use)
+    assert_close(gradient, (mean0, meanT))
+    target = sequence_partial_kl_gradient(pair) if use == "step_kl_loss" else sequence_kl_gradient(pair)
+    assert (gradient - target).norm <= 1e-13 * target.norm
+    # per-sample gradients: the same vectors, sequence by sequence (padded with -1 after eos)
+    tokens = np.array([list(seq) + [-1] * (pair.length - len(seq)) for seq, *_ in cases])
+    per_sample = sequence_step_kl_per_sample_gradients(pair, tokens, use)
+    reference = np.array([np.concatenate([g0, gT.ravel()]) for _, _, g0, gT in cases])
+    np.testing.assert_allclose(per_sample, reference, rtol=0, atol=1e-13)
+    # exact moments of the projection on two directions
+    for direction in (sequence_kl_gradient(pair, "kl_qp"), sequence_kl_gradient(pair, "kl_pq")):
+        x = reference @ direction.flat
+        w = np.array([w for _, w, _, _ in cases])
+        mean = float(w @ x)
+        var = float(w @ (x - mean) ** 2)
+        moments = sequence_step_kl_moments(pair, use, direction)
+        assert moments.mean == pytest.approx(mean, rel=1e-11)
+        assert moments.var == pytest.approx(var, rel=1e-9)
+
+
+@pytest.mark.parametrize("use", list(STEP_KL_USES))
+def test_step_kl_monte_carlo_agrees_with_exact(use):
+    d = sequence_kl_gradient(EOS_PAIR, "kl_qp")
+    mc = sequence_step_kl_monte_carlo(EOS_PAIR, use, 40_000, rng=4, direction=d)
+    assert np.max(np.abs(mc.z_scores(sequence_step_kl_gradient(EOS_PAIR, use)))) < 5
+    moments = sequence_step_kl_moments(EOS_PAIR, use, d)
+    assert abs(mc.projection_mean - moments.mean) < 5 * moments.std / math.sqrt(mc.n)
+    assert mc.projection_std == pytest.approx(moments.std, rel=0.05)
+
+
+def test_step_kl_is_rao_blackwellised_k2_per_token():
+    # E[-ℓ_t g_t | x_{<t}] = ∇KL_t(x_{t-1}): same mean, smaller variance along any direction
+    d = sequence_kl_gradient(PAIR, "kl_qp")
+    from klviz.gradients.sequences import sequence_gradient_moments
+
+    sampled = sequence_gradient_moments(PAIR, "k2", "token_loss", d)
+    exact = sequence_step_kl_moments(PAIR, "step_kl_loss", d)
+    assert exact.mean == pytest.approx(sampled.mean, rel=1e-12)
+    assert exact.var < sampled.var
+
+
+def test_additions_reject_bad_arguments():
+    with pytest.raises(ValueError, match=r"rewards must have shape \(T, V\)"):
+        sequence_reward_gradient(PAIR, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="rewards must be finite"):
+        sequence_reward_gradient(PAIR, np.full((PAIR.length, 3), np.inf))
+    with pytest.raises(TypeError, match="rewards must be an array of real numbers"):
+        sequence_reward_gradient(PAIR, np.full((PAIR.length, 3), "a"))
+    with pytest.raises(ValueError, match="use must be one of"):
+        sequence_step_kl_gradient(PAIR, "token_loss")
+    with pytest.raises(ValueError, match="target must be one of"):
+        sequence_partial_kl_gradient(PAIR, "forward")
+    with pytest.raises(TypeError, match="direction must be a SequenceGradient"):
+        sequence_step_kl_moments(PAIR, "step_kl_loss", np.zeros(3))
+    with pytest.raises(TypeError, match="pair must be a MarkovChainPair"):
+        sequence_reward_gradient("chain", REWARDS)
+
+
+def test_coefficient_check_accepts_the_definition_and_names_the_first_wrong_token():
+    from klviz.gradients.sequences import check_sequence_coefficients
+
+    tokens = EOS_PAIR.sample(50, rng=8)
+    ell = EOS_PAIR.token_log_ratios(tokens)  # 0 at padding
+    causal = np.cumsum((-ell)[:, ::-1], axis=1)[:, ::-1]  # Σ_{s≥t} k1(ℓ_s), written out here
+    verdict = check_sequence_coefficients(EOS_PAIR, tokens, causal, "k1", "reward_to_go")
+    assert verdict.ok and verdict.largest_difference < 1e-12
+    # the classic slip: the whole sequence's sum on every token is the sequence-level use, not reward_to_go
+    whole = np.repeat((-ell).sum(axis=1)[:, None], EOS_PAIR.length, axis=1)
+    verdict = check_sequence_coefficients(EOS_PAIR, tokens, whole, "k1", "reward_to_go")
+    first = next((i, t) for i in range(50) for t in range(1, EOS_PAIR.length)
+                 if tokens[i, t] >= 0 and abs(whole[i, t] - causal[i, t]) > 1e-9)
+    assert not verdict.ok
+    assert verdict.message.startswith(f"sequence {first[0]}, position {first[1]}:")
+    with pytest.raises(ValueError, match="coefficients must have the shape of tokens"):
+        check_sequence_coefficients(EOS_PAIR, tokens, causal[:, :2], "k1", "reward_to_go")
+
+
+@pytest.mark.parametrize("pair", [PAIR, EOS_PAIR], ids=["fixed", "eos"])
+def test_projections_of_coefficients_match_the_dense_gradients(pair):
+    from klviz.gradients.sequences import sequence_per_sample_gradients, sequence_projections
+
+    cases = step_kl_brute_force(pair, "step_kl_loss")  # for the list of sequences only
+    tokens = np.array([list(seq) + [-1] * (pair.length - len(seq)) for seq, *_ in cases])
+    c, _ = sequence_per_sample_gradients(pair, tokens, "k3", "reward_to_go")
+    d = sequence_kl_gradient(pair, "kl_pq")
+    a, B = pair.q_initial_logits, pair.q_transition_logits
+    reference = []
+    for (seq, *_), row in zip(cases, c):
+        g0, rows = scores_of(seq, a, B)
+        x = row[0] * float(g0 @ d.initial)
+        x += sum(row[t] * float(g @ d.transition[r]) for t, (r, g) in enumerate(rows, start=1))
+        reference.append(x)
+    np.testing.assert_allclose(sequence_projections(pair, tokens, c, d), reference, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="coefficients must have the shape of tokens"):
+        sequence_projections(pair, tokens, c[:, :1], d)
