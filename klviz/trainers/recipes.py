@@ -36,14 +36,21 @@ import numpy as np
 from klviz._kernels import exp_minus_1_minus_x
 from klviz._results import Result, Shown
 from klviz.estimators import Estimator, ExpPolynomial
+from klviz.gradients.uses import GradientUse
 
-__all__ = ["RecipeSource", "TrainerRecipe", "trainer_recipes", "get_trainer_recipe", "FRAMEWORKS"]
+__all__ = ["RecipeSource", "TrainerRecipe", "trainer_recipes", "get_trainer_recipe", "FRAMEWORKS",
+           "UNIT_RATIO_EPOCH_USE"]
 
 #: The frameworks covered, in the order :func:`trainer_recipes` lists them.
 FRAMEWORKS = ("verl", "trl", "openrlhf", "nemo-rl", "slime", "open-instruct")
 USES = ("loss", "reward")
-WEIGHTINGS = ("none", "ratio", "stopped_ratio")
+WEIGHTINGS = ("none", "ratio", "stopped_ratio", "unit_ratio")
 READ_ON = "2026-12-02"
+
+#: A loss times :math:`e^{\log q - \mathrm{sg}[\log q]}` on an older policy μ's samples (NeMo-RL's KL loss in a
+#: later epoch): value 1, both gradient terms, no reweighting, so :math:`\mathbb{E}_\mu[(k - k')\,g]`.
+UNIT_RATIO_EPOCH_USE = GradientUse("unit_ratio_loss", "exp(log q - sg[log q]) * k(x)", True, True, True,
+                                   reweighted=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,7 +126,7 @@ class _Formula:
     log_clamp: float | None = None
     value_clamp: float | None = None
     straight_through: bool = False     # verl "+": gradient of ½(log q - log p)², never clamped
-    clamp_after_weight: bool = False   # slime: the clamp acts on ρ·k, not on k
+    clamp_after_weight: bool = False   # slime, NeMo-RL: the clamps act on w·k, so they cut the weight's gradient too
 
     def clipped_log_ratio(self, L: np.ndarray) -> np.ndarray:
         return L if self.log_clamp is None else np.clip(L, -self.log_clamp, self.log_clamp)
@@ -143,9 +150,10 @@ class _Formula:
         with np.errstate(invalid="ignore"):
             out = np.where(inside & bound, _base_derivative(self.base, self.clipped_log_ratio(L)), 0.0)
         if self.clamp_after_weight:
-            # clamp(ρ·k) blocks the whole gradient where it binds, the score term ρ·k as well: with the
-            # differentiable ratio's score term s·k, a pathwise factor equal to the value cancels it.
-            out = np.where(bound, out, self.value(L))
+            # clamp(w·k) blocks the whole gradient where it binds, the score term w·k as well (and NeMo-RL
+            # detaches w where its log-ratio clamp binds): with the differentiable weight's score term s·k, a
+            # pathwise factor equal to the value cancels it.
+            out = np.where(inside & bound, out, self.value(L))
         return out
 
     def kinks(self) -> tuple[float, ...]:
@@ -233,17 +241,20 @@ class TrainerRecipe(Result):
     use : {"loss", "reward"}
         A loss term differentiated through :math:`\log q_\theta` (pathwise), or a detached per-token
         reward (score function).
-    weighting : {"none", "ratio", "stopped_ratio"}
+    weighting : {"none", "ratio", "stopped_ratio", "unit_ratio"}
         The factor :math:`\rho = q_\theta/\mu` multiplying the per-token value: absent, differentiable
-        (adds the score term), or detached.
+        (adds the score term), or detached; ``"unit_ratio"`` is :math:`e^{\log q_\theta - \mathrm{sg}[\log q_\theta]}`,
+        value 1 and the gradient of a ratio, whatever policy the tokens came from (NeMo-RL's default).
     aggregation : str
         How per-token values become the scalar the optimiser sees.
     source : RecipeSource
     log_ratio_clamp, value_clamp : float or None
         Symmetric bounds the code clips log r and the output to.
     clamp_after_weight : bool
-        The output clamp acts on :math:`\rho\,k` rather than on k (slime); on-policy the two agree in
-        value, and :attr:`estimator`'s derivative is set so that the gradient agrees too.
+        The output clamp acts on :math:`\rho\,k` rather than on k (slime, NeMo-RL); on-policy the two agree
+        in value, and :attr:`estimator`'s derivative is set so that the gradient agrees too. (A
+        ``"unit_ratio"`` recipe clamps :math:`1\cdot k`: False here, but its Estimator's derivative is set the
+        same way.)
     precision : str
         The dtype the code computes in.
     notes : tuple of str
@@ -279,15 +290,20 @@ class TrainerRecipe(Result):
         """The :mod:`klviz.gradients` use that gives this recipe's gradient on-policy (samples from q)."""
         if self.use == "reward":
             return "reward"
-        return {"none": "loss", "ratio": "ratio_loss", "stopped_ratio": "stopgrad_ratio_loss"}[self.weighting]
+        return {"none": "loss", "ratio": "ratio_loss", "stopped_ratio": "stopgrad_ratio_loss",
+                "unit_ratio": "ratio_loss"}[self.weighting]
 
     @property
-    def epoch_use(self) -> str | None:
+    def epoch_use(self):
         """The use for a later PPO/GRPO epoch, samples from an older policy μ: ``no_ratio_loss`` for an
         unweighted loss (the code applies it to μ's samples as if they were q's), the weighted uses as on-policy
-        (their ratio corrects for μ). None for a reward: it is computed once, at the rollout."""
+        (their ratio corrects for μ), :data:`UNIT_RATIO_EPOCH_USE` (a :class:`~klviz.gradients.GradientUse`:
+        both gradient terms, no reweighting) for ``"unit_ratio"``. None for a reward: it is computed once, at
+        the rollout (:func:`klviz.trainers.recipe_gradient` follows it into later epochs)."""
         if self.use == "reward":
             return None
+        if self.weighting == "unit_ratio":
+            return UNIT_RATIO_EPOCH_USE
         return {"none": "no_ratio_loss", "ratio": "ratio_loss", "stopped_ratio": "stopgrad_ratio_loss"}[self.weighting]
 
     def penalty(self, logp, ref_logp, *, old_logp=None) -> np.ndarray:
@@ -324,8 +340,9 @@ class TrainerRecipe(Result):
         if logp.shape != ref_logp.shape:
             raise ValueError(f"logp and ref_logp must have the same shape, got {logp.shape} and {ref_logp.shape}")
         if old_logp is not None:
-            if self.weighting == "none":
-                raise ValueError(f"old_logp is only used by weighted recipes; {self.name!r} has weighting 'none'")
+            if self.weighting in ("none", "unit_ratio"):
+                raise ValueError(f"old_logp is only used by recipes weighted by q/mu; {self.name!r} has weighting "
+                                 f"{self.weighting!r} (a weight of 1 whatever the rollout policy)")
             old_logp = _log_probs(old_logp, "old_logp")
             if old_logp.shape != logp.shape:
                 raise ValueError(f"old_logp must have the shape of logp, got {old_logp.shape} and {logp.shape}")
@@ -432,9 +449,14 @@ _OPENRLHF = RecipeSource(
     also=("openrlhf/trainer/ppo_utils/experience_maker.py: KL in the reward unless --use_kl_loss",
           "openrlhf/trainer/ray/ppo_actor.py: --use_kl_loss, masked_mean(kl, action_mask)"))
 _NEMO = RecipeSource(
-    "NVIDIA-NeMo/RL", "nemo_rl/algorithms/utils.py", "calculate_kl", "7fb98c885ddbe4a763f02338d447c7f64fd764c1",
-    also=("nemo_rl/algorithms/loss_functions.py @ b816b57be28b: ClippedPGLossFn.__call__ "
-          "(reference_policy_kl_penalty, use_on_policy_kl_approximation, token_level_loss)",))
+    "NVIDIA-NeMo/RL", "nemo_rl/algorithms/loss/loss_functions.py", "ClippedPGLossFn.__call__",
+    "006907a9570734f3e5d484c08ada84b0b89224c9",
+    also=("nemo_rl/algorithms/utils.py: calculate_kl(logprobs, logprobs_reference, kl_type, input_clamp_value=20, "
+          "output_clamp_value=10, importance_sampling_weights) (a stored copy after #2958; the copy at 7fb98c885ddb "
+          "predates the weights)",
+          "NVIDIA-NeMo/RL#2506 (2026-05-15) and #2958 (2026-06-26), both merged",
+          "nemo_rl/algorithms/loss_functions.py @ b816b57be28b: the code before #2506 (no weight, or the detached "
+          "exp(curr - generation) with use_on_policy_kl_approximation)"))
 _SLIME = RecipeSource(
     "THUDM/slime", "slime/utils/ppo_utils.py", "compute_approx_kl", "501dae9c59e7203c88a0cd912892b152af5436a8",
     also=("slime/backends/megatron_utils/loss.py: policy_loss_function (--use-kl-loss, --use-unbiased-kl: "
@@ -523,37 +545,52 @@ _spec("trl:ppo-k3", _Formula("k3"), framework="trl", option='PPOConfig(kl_estima
 _OPENRLHF_CLAMP = ("The ±10 clamp applies to every estimator, k1 included (log_ratio.clamp(min=-10, max=10) "
                    "after the branch).")
 _OPENRLHF_LOSS_AGG = "masked_mean over the batch's response tokens (token-mean)"
+_OPENRLHF_UNBIASED = ("OpenRLHF#1309 (merged 2026-08-14) adds an opt-in flag that keeps this value and backpropagates "
+                      "w·k1·∇log q (w = q/q_old, clamped and detached): not in the stored copy, not modelled here.")
 _spec("openrlhf:k1-reward", _Formula("k1", value_clamp=10.0), framework="openrlhf",
       option="--init_kl_coef > 0 --kl_estimator k1 (the default; without --use_kl_loss)", use="reward",
       weighting="none", aggregation=_RETURN_AGG, source=_OPENRLHF, precision=_FP32, notes=(_OPENRLHF_CLAMP,))
 _spec("openrlhf:k2-loss", _Formula("k2", value_clamp=10.0), framework="openrlhf",
       option="--use_kl_loss --kl_estimator k2", use="loss", weighting="none", aggregation=_OPENRLHF_LOSS_AGG,
-      source=_OPENRLHF, precision=_FP32, notes=(_OPENRLHF_CLAMP,))
+      source=_OPENRLHF, precision=_FP32, notes=(_OPENRLHF_CLAMP, _OPENRLHF_UNBIASED))
 _spec("openrlhf:k3-loss", _Formula("k3", value_clamp=10.0), framework="openrlhf",
       option="--use_kl_loss --kl_estimator k3", use="loss", weighting="none", aggregation=_OPENRLHF_LOSS_AGG,
       source=_OPENRLHF, precision=_FP32,
-      notes=(_OPENRLHF_CLAMP, "No clamp on log r: at log r = +inf the float value is NaN (inf - inf), "
-             "which the output clamp keeps."))
+      notes=(_OPENRLHF_CLAMP, "No clamp on log r in the stored copy: at log r = +inf the float value is NaN "
+             "(inf - inf), which the output clamp keeps; where exp overflows (log r > 88.7 in float32) the value is "
+             "clamped to 10 but the backward pass is 0·inf = NaN.",
+             "OpenRLHF#1335 (merged 2026-09-11) bounds log r before exp where the output clamp saturates: the same "
+             "value and gradient in exact arithmetic, no overflow.", _OPENRLHF_UNBIASED))
 
 _NEMO_AGG = "token_level_loss=True: token-mean over the global batch; False: mean over sequences of token-means"
 _NEMO_OPT = ("loss_fn.reference_policy_kl_penalty > 0, reference_policy_kl_type: {}, kl_input_clamp_value: 20, "
              "kl_output_clamp_value: 10")
 _NEMO_PREC = "float32 (ClippedPGLossFn casts the logits to float32)"
-_NEMO_NOTE = (f"Clamps log r to ±20, then the estimate to ±10 (the defaults of calculate_kl). For k3: {_K3_CORNERS}.")
-_spec("nemo-rl:k3-loss", _Formula("k3", log_clamp=20.0, value_clamp=10.0), framework="nemo-rl",
-      option=_NEMO_OPT.format("k3") + ", use_on_policy_kl_approximation: false", use="loss", weighting="none",
-      aggregation=_NEMO_AGG, source=_NEMO, precision=_NEMO_PREC, notes=(_NEMO_NOTE,))
-_spec("nemo-rl:k3-loss-on-policy", _Formula("k3", log_clamp=20.0, value_clamp=10.0), framework="nemo-rl",
-      option=_NEMO_OPT.format("k3") + ", use_on_policy_kl_approximation: true", use="loss",
-      weighting="stopped_ratio", aggregation=_NEMO_AGG, source=_NEMO, precision=_NEMO_PREC,
-      notes=(_NEMO_NOTE, "kl_importance_weights = exp(curr_logprobs - generation_logprobs).detach(), nan/inf "
-             "mapped to 0: the pathwise gradient of samples from the generation policy, reweighted to q."))
-_spec("nemo-rl:k1-loss", _Formula("k1", log_clamp=20.0, value_clamp=10.0), framework="nemo-rl",
-      option=_NEMO_OPT.format("k1"), use="loss", weighting="none", aggregation=_NEMO_AGG, source=_NEMO,
-      precision=_NEMO_PREC, notes=(_NEMO_NOTE,))
-_spec("nemo-rl:k2-loss", _Formula("k2", log_clamp=20.0, value_clamp=10.0), framework="nemo-rl",
-      option=_NEMO_OPT.format("k2"), use="loss", weighting="none", aggregation=_NEMO_AGG, source=_NEMO,
-      precision=_NEMO_PREC, notes=(_NEMO_NOTE,))
+_NEMO_NOTE = ("calculate_kl(..., importance_sampling_weights=w): log r clamped to ±20 (w detached where it binds), "
+              f"then w·k clamped to ±10, so both clamps cut the whole gradient where they bind. For k3: {_K3_CORNERS}.")
+_NEMO_CHANGED = ("Changed on 2026-05-15 (NVIDIA-NeMo/RL#2506, 'fix: KL backward in GRPO'; #2958 detaches w where "
+                 "the log-ratio clamp binds): before, the KL loss had no weight ({}), so k3 followed KL(p‖q) "
+                 "and k1 had zero expected gradient.")
+_NEMO_UNIT = ("w = exp(curr_logprobs - curr_logprobs.detach()): value 1 and the gradient of a ratio, so on-policy "
+              "the gradient has the score term and follows E_q[k] (KL(q‖p) for k1 and k3). In later epochs w is "
+              "still 1 on the rollout's tokens: E_mu[(k - k')∇log q], no correction for mu.")
+_spec("nemo-rl:k3-loss", _Formula("k3", log_clamp=20.0, value_clamp=10.0, clamp_after_weight=True),
+      framework="nemo-rl", option=_NEMO_OPT.format("k3") + ", use_on_policy_kl_approximation: false (the default)",
+      use="loss", weighting="unit_ratio", aggregation=_NEMO_AGG, source=_NEMO, precision=_NEMO_PREC,
+      notes=(_NEMO_NOTE, _NEMO_UNIT, _NEMO_CHANGED.format("weighting 'none'")))
+_spec("nemo-rl:k3-loss-on-policy", _Formula("k3", log_clamp=20.0, value_clamp=10.0, clamp_after_weight=True),
+      framework="nemo-rl", option=_NEMO_OPT.format("k3") + ", use_on_policy_kl_approximation: true", use="loss",
+      weighting="ratio", aggregation=_NEMO_AGG, source=_NEMO, precision=_NEMO_PREC, clamp_after_weight=True,
+      notes=(_NEMO_NOTE, "w = exp(curr_logprobs - generation_logprobs), differentiable (nan/inf mapped to 0): "
+             "DeepSeek-V3.2's ratio times k, clamped after the weight as in slime's --use-unbiased-kl.",
+             _NEMO_CHANGED.format("the detached exp(curr - generation)")))
+_spec("nemo-rl:k1-loss", _Formula("k1", log_clamp=20.0, value_clamp=10.0, clamp_after_weight=True),
+      framework="nemo-rl", option=_NEMO_OPT.format("k1"), use="loss", weighting="unit_ratio", aggregation=_NEMO_AGG,
+      source=_NEMO, precision=_NEMO_PREC, notes=(_NEMO_NOTE, _NEMO_UNIT, _NEMO_CHANGED.format("weighting 'none'")))
+_spec("nemo-rl:k2-loss", _Formula("k2", log_clamp=20.0, value_clamp=10.0, clamp_after_weight=True),
+      framework="nemo-rl", option=_NEMO_OPT.format("k2"), use="loss", weighting="unit_ratio", aggregation=_NEMO_AGG,
+      source=_NEMO, precision=_NEMO_PREC,
+      notes=(_NEMO_NOTE, _NEMO_UNIT + " For k2 that is E_q[k2], not a KL.", _NEMO_CHANGED.format("weighting 'none'")))
 
 _SLIME_AGG = ("sum_of_sample_mean: token-mean per sequence, summed over the micro-batch's sequences; "
               "--calculate-per-token-loss: token sum")

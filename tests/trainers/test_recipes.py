@@ -108,29 +108,26 @@ def openrlhf(kl_estimator):
     return value
 
 
-def nemo_calculate_kl(kl_type, input_clamp_value=20.0, output_clamp_value=10.0):
-    """NeMo-RL algorithms/utils.calculate_kl."""
-
-    def value(xp, logprobs, logprobs_reference):
-        logr = logprobs_reference - logprobs
-        logr = xp.clip(logr, -input_clamp_value, input_clamp_value)
-        if kl_type == "k1":
-            kl = -logr
-        elif kl_type == "k2":
-            kl = xp.square(logr) / 2
-        else:
-            kl = xp.exp(logr) - 1 - logr
-        return xp.clip(kl, -output_clamp_value, output_clamp_value)
-
-    return value
-
-
-def nemo_loss(kl_type, on_policy_weight):
-    """NeMo-RL ClippedPGLossFn: kl_importance_weights (detached) * calculate_kl(curr, ref)."""
+def nemo_loss(kl_type, on_policy_weight, input_clamp_value=20.0, output_clamp_value=10.0):
+    """NeMo-RL ClippedPGLossFn (after NVIDIA-NeMo/RL#2506 and #2958): kl_importance_weights =
+    exp(curr - generation) (use_on_policy_kl_approximation) or exp(curr - curr.detach()), then calculate_kl with
+    importance_sampling_weights: log r clamped (the weight detached where it binds), k times the weight, clamped."""
 
     def surrogate(xp, logprob, logprob0, ref_logprob, old_logprob):
-        weight = xp.exp(logprob0 - old_logprob) if on_policy_weight else 1.0  # exp(curr - generation).detach()
-        return weight * nemo_calculate_kl(kl_type)(xp, logprob, ref_logprob)
+        if on_policy_weight:
+            weight, detached = xp.exp(logprob - old_logprob), xp.exp(logprob0 - old_logprob)
+        else:
+            weight, detached = xp.exp(logprob - logprob0), xp.exp(logprob0 - logprob0)
+        logr = ref_logprob - logprob
+        clamped = xp.clip(logr, -input_clamp_value, input_clamp_value)
+        weight = xp.where(logr == clamped, weight, detached)
+        if kl_type == "k1":
+            kl = -clamped
+        elif kl_type == "k2":
+            kl = xp.square(clamped) / 2
+        else:
+            kl = xp.exp(clamped) - 1 - clamped
+        return xp.clip(weight * kl, -output_clamp_value, output_clamp_value)
 
     return surrogate
 
@@ -168,11 +165,15 @@ def _unweighted(value):
 
 
 class MP:
-    """The five array functions the formulas use, on mpmath numbers (50-digit arithmetic for derivatives)."""
+    """The array functions the formulas use, on mpmath numbers (50-digit arithmetic for derivatives)."""
 
     exp = staticmethod(mpmath.exp)
     expm1 = staticmethod(mpmath.expm1)
     abs = staticmethod(abs)
+
+    @staticmethod
+    def where(condition, a, b):
+        return a if condition else b
 
     @staticmethod
     def clip(x, lo, hi):
@@ -287,7 +288,8 @@ def test_the_settings_the_issue_names_are_covered():
     assert by_name["verl:low_var_kl-loss"].value_clamp == 10.0
     assert by_name["verl:kl-reward"].use == "reward" and by_name["verl:kl-loss"].use == "loss"
     assert by_name["trl:grpo-k3-ratio"].weighting == "ratio"
-    assert by_name["nemo-rl:k3-loss-on-policy"].weighting == "stopped_ratio"
+    assert by_name["nemo-rl:k3-loss-on-policy"].weighting == "ratio"
+    assert by_name["nemo-rl:k3-loss"].weighting == "unit_ratio"
     assert "--use-unbiased-kl" in by_name["slime:low_var_kl-loss-unbiased"].option
 
 
@@ -341,7 +343,8 @@ def test_float32_input_keeps_its_dtype_and_scalars_stay_scalars(recipe):
     assert np.ndim(scalar) == 0
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.weighting != "none"], ids=lambda r: r.name)
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.weighting in ("ratio", "stopped_ratio")],
+                         ids=lambda r: r.name)
 def test_penalty_with_an_older_policy_is_the_upstream_weighted_value(recipe):
     L = np.array([-12.0, -3.0, -0.4, 0.3, 1.5, 2.5, 4.0])
     logprob = np.full_like(L, LOGQ0)
@@ -351,7 +354,7 @@ def test_penalty_with_an_older_policy_is_the_upstream_weighted_value(recipe):
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.weighting == "none"], ids=lambda r: r.name)
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.weighting in ("none", "unit_ratio")], ids=lambda r: r.name)
 def test_penalty_on_policy_is_the_upstream_value(recipe):
     logprob = np.full_like(GRID, LOGQ0)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -463,7 +466,9 @@ def test_expected_gradient_is_the_derivative_of_the_expected_upstream_surrogate(
 def test_epoch_use_of_an_unweighted_loss_is_no_ratio_and_rewards_have_none():
     assert get_trainer_recipe("verl:low_var_kl-loss").epoch_use == "no_ratio_loss"
     assert get_trainer_recipe("trl:grpo-k3-ratio").epoch_use == "ratio_loss"
-    assert get_trainer_recipe("nemo-rl:k3-loss-on-policy").epoch_use == "stopgrad_ratio_loss"
+    assert get_trainer_recipe("nemo-rl:k3-loss-on-policy").epoch_use == "ratio_loss"
+    unit = get_trainer_recipe("nemo-rl:k3-loss").epoch_use
+    assert (unit.score, unit.pathwise, unit.off_policy, unit.reweighted) == (True, True, True, False)
     assert get_trainer_recipe("trl:ppo-k1").epoch_use is None
 
 
@@ -486,8 +491,10 @@ def test_bad_input_names_the_argument():
         recipe.estimator.derivative(np.array(["a"]))
     with pytest.raises(ValueError, match="same shape"):
         recipe.penalty([-1.0, -2.0], [-1.0])
-    with pytest.raises(ValueError, match="old_logp is only used by weighted recipes"):
+    with pytest.raises(ValueError, match="old_logp is only used by recipes weighted by q/mu"):
         recipe.penalty([-1.0], [-1.0], old_logp=[-1.0])
+    with pytest.raises(ValueError, match="weighting 'unit_ratio'"):
+        get_trainer_recipe("nemo-rl:k3-loss").penalty([-1.0], [-1.0], old_logp=[-1.0])
     with pytest.raises(ValueError, match="logp must be finite"):
         recipe.penalty([-np.inf], [-1.0])
     with pytest.raises(TypeError, match="ref_logp must be an array of real numbers"):

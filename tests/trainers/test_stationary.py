@@ -29,10 +29,13 @@ BETA = 0.5
 REVERSE_KL = ["verl:mse-loss", "verl:k1+-loss", "verl:abs+-loss", "verl:low_var_kl+-loss", "verl:kl-reward",
               "trl:grpo-k3-ratio", "trl:ppo-k1", "openrlhf:k1-reward", "openrlhf:k2-loss", "nemo-rl:k2-loss",
               "slime:k3-loss-unbiased", "slime:low_var_kl-loss-unbiased", "open-instruct:kl2-loss",
-              "open-instruct:kl4-loss"]
-K3_LOSS = ["verl:low_var_kl-loss", "trl:grpo-k3", "openrlhf:k3-loss", "nemo-rl:k3-loss", "nemo-rl:k3-loss-on-policy",
-           "slime:low_var_kl-loss", "slime:k3-loss", "open-instruct:kl3-loss"]
-ZERO_GRADIENT = ["verl:kl-loss", "nemo-rl:k1-loss", "open-instruct:kl1-loss"]
+              "open-instruct:kl4-loss", "nemo-rl:k3-loss", "nemo-rl:k3-loss-on-policy", "nemo-rl:k1-loss"]
+REVERSE_KL.remove("nemo-rl:k2-loss")
+K3_LOSS = ["verl:low_var_kl-loss", "trl:grpo-k3", "openrlhf:k3-loss", "slime:low_var_kl-loss", "slime:k3-loss",
+           "open-instruct:kl3-loss"]
+ZERO_GRADIENT = ["verl:kl-loss", "open-instruct:kl1-loss"]
+# Both gradient terms of k2 (NeMo-RL's weight of 1 with the gradient of a ratio): the gradient of E_q[k2].
+EXPECTED_K2 = ["nemo-rl:k2-loss"]
 
 
 def softmax(t):
@@ -54,8 +57,8 @@ def k3_loss_solution(ref, reward, beta):
 
 
 def test_the_recipe_lists_cover_every_recipe():
-    listed = set(REVERSE_KL) | set(K3_LOSS) | set(ZERO_GRADIENT) | {"verl:abs-loss", "verl:low_var_kl-reward",
-                                                                    "trl:ppo-k3"}
+    listed = set(REVERSE_KL) | set(K3_LOSS) | set(ZERO_GRADIENT) | set(EXPECTED_K2) | {
+        "verl:abs-loss", "verl:low_var_kl-reward", "trl:ppo-k3"}
     assert listed == {r.name for r in trainer_recipes()}
 
 
@@ -86,8 +89,8 @@ def test_k3_in_the_loss_has_a_heavier_tail_than_the_tilt():
     np.testing.assert_allclose(rational, k3_loss_solution(ref, reward, beta), rtol=1e-8)
 
 
-@pytest.mark.parametrize("recipe", [r for r in trainer_recipes() if r.name not in ZERO_GRADIENT + ["verl:abs-loss",
-                                    "verl:low_var_kl-reward", "trl:ppo-k3"]], ids=lambda r: r.name)
+@pytest.mark.parametrize("recipe", [r for r in trainer_recipes() if r.name not in ZERO_GRADIENT + EXPECTED_K2 + [
+                                    "verl:abs-loss", "verl:low_var_kl-reward", "trl:ppo-k3"]], ids=lambda r: r.name)
 def test_the_expected_gradient_vanishes_at_the_solution(recipe):
     solution = stationary_policy(recipe, REF, REWARD, BETA)
     assert isinstance(solution, StationaryPolicy)
@@ -177,3 +180,33 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="max_iterations must be at least 1"):
         stationary_policy("trl:grpo-k3", REF, REWARD, BETA, max_iterations=0)
     assert get_trainer_recipe("trl:grpo-k3").gradient_use == "loss"
+
+
+def expected_k2_branch(ref, reward, beta):
+    """Both gradient terms of k2 (c = k2 - k2' = L²/2 - L): R_x - β(L_x²/2 - L_x) = λ, so on the branch through
+    L = 0, L_x = 1 - sqrt(1 + 2(R_x - λ)/β) and q_x(λ) = p_x e^{-L_x}, real for λ ≤ min R + β/2 and decreasing
+    in λ. Returns q(λ) and that largest λ: (the test below says when a root exists)."""
+    p = softmax(ref)
+    reward = np.asarray(reward, dtype=np.float64)
+
+    def q_of(lam):
+        return p * np.exp(-(1.0 - np.sqrt(1.0 + 2.0 * (reward - lam) / beta)))
+
+    return q_of, float(np.min(reward)) + beta / 2.0
+
+
+@pytest.mark.parametrize("name", EXPECTED_K2)
+def test_k2_with_both_gradient_terms_converges_to_its_own_solution_or_to_none(name):
+    """Σ q(λ) decreases from ∞ (λ → -∞) to Σ q(λ_max): one root when Σ q(λ_max) ≤ 1, none otherwise. Then the
+    lowest-reward token cannot be held (β c ≥ -β/2 bounds the push up) and its probability runs to 0."""
+    q_of, high = expected_k2_branch(REF, REWARD, 1.0)
+    assert float(np.sum(q_of(high))) < 1.0
+    lam = brentq(lambda lam: float(np.sum(q_of(lam))) - 1.0, high - 1e3, high, xtol=1e-15, rtol=1e-15)
+    solution = stationary_policy(name, REF, REWARD, 1.0)
+    np.testing.assert_allclose(solution.probs, q_of(lam), rtol=1e-8)
+    assert solution.stable
+    assert np.max(np.abs(q_of(lam) / tilt(REF, REWARD, 1.0) - 1)) > 0.01   # not the tilt
+    q_small, high_small = expected_k2_branch(REF, REWARD, BETA)
+    assert float(np.sum(q_small(high_small))) > 1.0                        # no root at β = 0.5
+    with pytest.raises(ArithmeticError, match="no stationary policy with full support"):
+        stationary_policy(name, REF, REWARD, BETA)
