@@ -5,12 +5,23 @@
   aggregation, source;
 * :mod:`klviz.trainers.stationary` — :func:`stationary_policy`, the softmax policy where a recipe's expected
   on-policy gradient of reward − β·penalty vanishes;
+* :mod:`klviz.trainers.gradients` — :func:`recipe_gradient` and :func:`recipe_sequence_gradient`, the gradient a
+  recipe's code gets in expectation (one token, or sequences), on-policy or in a later epoch;
 * :mod:`klviz.trainers.diagnose` — :func:`diagnose`, a report on per-token log-probabilities.
 """
 
 from klviz.trainers.diagnose import Diagnosis, TailDiagnostic, diagnose
-from klviz.trainers.recipes import FRAMEWORKS, RecipeSource, TrainerRecipe, get_trainer_recipe, trainer_recipes
+from klviz.trainers.gradients import recipe_gradient, recipe_sequence_gradient
+from klviz.trainers.recipes import (
+    FRAMEWORKS,
+    UNIT_RATIO_EPOCH_USE,
+    RecipeSource,
+    TrainerRecipe,
+    get_trainer_recipe,
+    trainer_recipes,
+)
 from klviz.trainers.stationary import StationaryPolicy, stationary_policy
 
-__all__ = ["FRAMEWORKS", "RecipeSource", "TrainerRecipe", "trainer_recipes", "get_trainer_recipe",
-           "StationaryPolicy", "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose"]
+__all__ = ["FRAMEWORKS", "UNIT_RATIO_EPOCH_USE", "RecipeSource", "TrainerRecipe", "trainer_recipes",
+           "get_trainer_recipe", "recipe_gradient", "recipe_sequence_gradient", "StationaryPolicy",
+           "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose"]

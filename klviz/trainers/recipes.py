@@ -360,6 +360,89 @@ class TrainerRecipe(Result):
             # ρ > 0 exactly; a product where ρ underflowed and k overflowed is ±inf, not 0·inf.
             return np.where(np.isinf(value), value, weight * value)
 
+    def gradient_coefficient(self, log_ratio, *, log_weight=None) -> np.ndarray:
+        r"""Per token, the factor c of the gradient the code's autodiff returns: :math:`c\,\nabla_\theta\log q_\theta`.
+
+        c is the derivative of the code's per-token surrogate in :math:`\log q_\theta` at the token (detached
+        tensors held at their values), with :math:`L = \log p - \log q` and :math:`\rho = q/\mu = e^{w}` for
+        a token drawn from μ (``log_weight`` w; 0 on-policy):
+
+        ==================  =====================================================================
+        weighting / use      c
+        ==================  =====================================================================
+        none (loss)          :math:`-k'(L)` (μ plays no part: the code uses μ's tokens as q's)
+        ratio                :math:`\rho\,(k - k')(L)`; with the clamps after the weight, 0 where
+                             :math:`|\rho\,k| > v` or :math:`|L|` exceeds the log-ratio clamp
+        stopped_ratio        :math:`\rho\,(-k'(L))`
+        unit_ratio           :math:`(k - k')(L)` (the weight is 1 whatever μ; 0 where a clamp binds)
+        reward               :math:`\rho\,k(L + w)`: the reward computed at the rollout from
+                             :math:`\log p - \log\mu`, times the policy loss's ratio (PPO's clip aside)
+        ==================  =====================================================================
+
+        For a reward this is the token's own term; the rest of its return (the later tokens' rewards) is a
+        sequence matter (:func:`klviz.trainers.recipe_sequence_gradient`).
+
+        Parameters
+        ----------
+        log_ratio : array_like
+            :math:`L = \log p - \log q` per token (real; ±inf allowed).
+        log_weight : array_like, optional
+            :math:`\log q - \log\mu` per token (finite), same shape; default 0 (tokens from q).
+
+        Returns
+        -------
+        ndarray of float64
+
+        Raises
+        ------
+        TypeError, ValueError
+            For non-real or NaN input, a non-finite ``log_weight`` or mismatched shapes.
+
+        Examples
+        --------
+        >>> recipe = get_trainer_recipe("trl:grpo-k3")
+        >>> float(recipe.gradient_coefficient([0.5])[0])            # -k3'(0.5) = 1 - e^0.5
+        -0.6487212707001282
+        >>> ratio = get_trainer_recipe("trl:grpo-k3-ratio")
+        >>> float(ratio.gradient_coefficient([0.5])[0])             # k3 - k3' = -L on-policy
+        -0.5
+        """
+        L, _ = _as_log_ratio(log_ratio)
+        L = np.array(L, dtype=np.float64, ndmin=1)
+        if log_weight is None:
+            w = np.zeros_like(L)
+        else:
+            w = np.array(np.asarray(log_weight), dtype=np.float64, ndmin=1)
+            if w.shape != L.shape:
+                raise ValueError(f"log_weight must have the shape of log_ratio, got {w.shape} and {L.shape}")
+            if not np.isfinite(w).all():
+                raise ValueError("log_weight must be finite (log q - log mu of tokens both policies can draw)")
+        estimator, formula = self.estimator, _FORMULAS[self.name]
+        with np.errstate(over="ignore", invalid="ignore"):
+            rho = np.exp(w)
+            if self.use == "reward":
+                factor = np.asarray(estimator.value(L + w), dtype=np.float64)
+            elif self.weighting == "none":
+                return -np.asarray(estimator.derivative(L), dtype=np.float64).reshape(np.shape(L))
+            elif self.weighting == "stopped_ratio":
+                factor = -np.asarray(estimator.derivative(L), dtype=np.float64)
+            elif self.weighting == "unit_ratio":
+                return (np.asarray(estimator.value(L), dtype=np.float64)
+                        - np.asarray(estimator.derivative(L), dtype=np.float64))
+            elif self.clamp_after_weight:
+                raw = formula.unclamped_value(L)
+                inside = np.ones(L.shape, dtype=bool) if formula.log_clamp is None else np.abs(L) <= formula.log_clamp
+                # |ρ k| ≤ v in logs (ρ k overflows where the clamp binds anyway)
+                with np.errstate(divide="ignore"):
+                    kept = inside & (np.log(np.abs(raw)) + w <= math.log(formula.value_clamp))
+                slope = _base_derivative(formula.base, formula.clipped_log_ratio(L))
+                factor = np.where(kept, raw - slope, 0.0)
+            else:
+                factor = (np.asarray(estimator.value(L), dtype=np.float64)
+                          - np.asarray(estimator.derivative(L), dtype=np.float64))
+            # ρ > 0: a zero factor stays 0 where ρ overflows (no 0·inf)
+            return np.where(factor == 0.0, 0.0, rho * factor)
+
     def clamp_hits(self, logp, ref_logp, *, old_logp=None) -> np.ndarray:
         r"""Per token, whether one of the code's clamps binds (the value or the gradient is cut there).
 
