@@ -423,12 +423,12 @@ class TrainerRecipe(Result):
             if self.use == "reward":
                 factor = np.asarray(estimator.value(L + w), dtype=np.float64)
             elif self.weighting == "none":
-                return -np.asarray(estimator.derivative(L), dtype=np.float64).reshape(np.shape(L))
+                return 0.0 - np.asarray(estimator.derivative(L), dtype=np.float64).reshape(np.shape(L))  # no -0
             elif self.weighting == "stopped_ratio":
-                factor = -np.asarray(estimator.derivative(L), dtype=np.float64)
+                factor = 0.0 - np.asarray(estimator.derivative(L), dtype=np.float64)
             elif self.weighting == "unit_ratio":
-                return (np.asarray(estimator.value(L), dtype=np.float64)
-                        - np.asarray(estimator.derivative(L), dtype=np.float64))
+                return _cancelled(np.asarray(estimator.value(L), dtype=np.float64)
+                                  - np.asarray(estimator.derivative(L), dtype=np.float64), L, estimator)
             elif self.clamp_after_weight:
                 raw = formula.unclamped_value(L)
                 inside = np.ones(L.shape, dtype=bool) if formula.log_clamp is None else np.abs(L) <= formula.log_clamp
@@ -440,6 +440,7 @@ class TrainerRecipe(Result):
             else:
                 factor = (np.asarray(estimator.value(L), dtype=np.float64)
                           - np.asarray(estimator.derivative(L), dtype=np.float64))
+                factor = _cancelled(factor, L, estimator)
             # ρ > 0: a zero factor stays 0 where ρ overflows (no 0·inf)
             return np.where(factor == 0.0, 0.0, rho * factor)
 
@@ -490,6 +491,32 @@ class TrainerRecipe(Result):
         return [("name", self.name), ("option", Shown(self.option)), ("use", self.use),
                 ("weighting", self.weighting), ("clamps", Shown(", ".join(clamps) or "none")),
                 ("gradient_use", self.gradient_use), ("aggregation", Shown(self.aggregation))]
+
+
+def _cancelled(difference: np.ndarray, L: np.ndarray, estimator: Estimator) -> np.ndarray:
+    """k - k' where the two overflowed (inf - inf): from the exact form, whose e^L terms cancel (k3: -L), and at
+    L = ±inf its limit. Elsewhere the difference as computed."""
+    bad = np.isnan(difference)
+    if not bad.any() or estimator.expansion is None or estimator.derivative_expansion is None:
+        return difference
+    form = estimator.expansion - estimator.derivative_expansion
+    exact = form.evaluate(L[bad])
+    for i in np.flatnonzero(np.isnan(exact) & np.isinf(L[bad])):
+        exact[i] = _limit(form, float(L[bad][i]))
+    out = difference.copy()
+    out[bad] = exact
+    return out
+
+
+def _limit(form: ExpPolynomial, end: float) -> float:
+    """The limit of Σ c e^{tL} L^j as L -> +inf or -inf (the dominant term)."""
+    terms = [(t, j, c) for (t, j), c in form.coefficients.items() if end > 0 or t == 0]
+    if not terms:
+        return 0.0
+    t, j, c = max(terms, key=lambda term: (term[0], term[1]))
+    if t == 0 and j == 0:
+        return c
+    return math.copysign(math.inf, c * (1.0 if end > 0 else (-1.0) ** j))
 
 
 def _log_probs(values, name: str) -> np.ndarray:
