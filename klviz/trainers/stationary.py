@@ -167,7 +167,7 @@ def _flow_outcome(balance, log_p, steps: int = 2000, max_move: float = 0.1):
 
 
 def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float = 1e-10,
-                      max_iterations: int = 100) -> StationaryPolicy:
+                      max_iterations: int = 100, explain: bool = True) -> StationaryPolicy:
     r"""The softmax policy at which a recipe's expected on-policy gradient of reward − β·penalty vanishes.
 
     Solves :math:`R_x - \beta\,c(\log p_x - \log q_x) = \lambda` for all tokens x (module docstring) by
@@ -195,6 +195,9 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float
         Convergence: :math:`\max_x|a_x - \bar a| \le` tol · max(β, spread of R).
     max_iterations : int, default 100
         Newton steps per start.
+    explain : bool, default True
+        When no stationary policy is found, run natural-gradient training from p to say in the error where it
+        goes instead (2000 steps); False raises at once (for sweeps over β).
 
     Returns
     -------
@@ -240,6 +243,8 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float
     beta = _checks.positive(beta, "beta")
     tol = _checks.positive(tol, "tol")
     max_iterations = _checks.integer(max_iterations, "max_iterations", 1)
+    if not isinstance(explain, (bool, np.bool_)):
+        raise TypeError(f"explain must be True or False, got {type(explain).__name__}")
 
     estimator, use = record.estimator, record.gradient_use
     log_p = log_softmax(ref_logits)
@@ -274,6 +279,11 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float
         if best is None or residual < best[0]:
             best = (residual, theta)
     residual = best[0]
+    if not explain:
+        raise ArithmeticError(
+            f"no stationary policy with full support found for recipe {record.name!r} at beta={beta:g}: Newton's best "
+            f"balance error max|a - mean a| was {residual:.3g} (tolerance {threshold:.3g}); explain=True says where "
+            "training goes instead")
     probs, underflow = _flow_outcome(balance, log_p)
     reached = ("a token's probability underflows on the way" if underflow else
                f"probabilities from {probs.min():.3g} to {probs.max():.3g} (largest on token {int(np.argmax(probs))})")

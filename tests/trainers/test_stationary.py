@@ -112,6 +112,10 @@ def test_a_clamp_that_switches_the_gradient_off_removes_the_solution():
     assert math.expm1(L) - L > 10     # where verl's clamp would bind
     with pytest.raises(ArithmeticError, match="no stationary policy with full support"):
         stationary_policy("verl:low_var_kl-loss", ref, reward, beta)
+    with pytest.raises(ArithmeticError, match="explain=True says where training goes"):
+        stationary_policy("verl:low_var_kl-loss", ref, reward, beta, explain=False)
+    with pytest.raises(TypeError, match="explain must be True or False"):
+        stationary_policy("verl:low_var_kl-loss", ref, reward, beta, explain="no")
 
 
 @pytest.mark.parametrize("name", ZERO_GRADIENT)
