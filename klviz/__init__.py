@@ -75,6 +75,8 @@ from klviz.trainers import (
     stationary_policy,
     trainer_recipes,
 )
+# notebook 09: what each recipe's gradient follows, and its arithmetic in low precision
+from klviz.trainers import FloatingPenalty, recipe_gradient, recipe_in_precision, recipe_sequence_gradient
 
 __all__ = [
     # estimators
@@ -108,5 +110,6 @@ __all__ = [
     # what trainers compute
     "TrainerRecipe", "RecipeSource", "trainer_recipes", "get_trainer_recipe", "StationaryPolicy",
     "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose",
+    "recipe_gradient", "recipe_sequence_gradient", "FloatingPenalty", "recipe_in_precision",
 ]
 __version__ = "0.2.0"

@@ -15,6 +15,10 @@ from klviz.plots.core import (
     mark_value,
     use_style,
 )
+# notebook 09
+from klviz.plots.trainers import precision_error_curves, recipe_color, recipe_value_curves
 
 __all__ = ["PALETTE", "EXTRA_COLORS", "TRUE_KL_COLOR", "STYLE", "use_style", "axes", "estimator_color",
-           "estimator_label", "histogram_estimators", "mark_value", "control_variate_curve", "tangent_gap"]
+           "estimator_label", "histogram_estimators", "mark_value", "control_variate_curve", "tangent_gap",
+           # notebook 09
+           "recipe_color", "recipe_value_curves", "precision_error_curves"]

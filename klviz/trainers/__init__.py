@@ -7,10 +7,13 @@
   on-policy gradient of reward − β·penalty vanishes;
 * :mod:`klviz.trainers.gradients` — :func:`recipe_gradient` and :func:`recipe_sequence_gradient`, the gradient a
   recipe's code gets in expectation (one token, or sequences), on-policy or in a later epoch;
+* :mod:`klviz.trainers.floating` — :func:`recipe_in_precision`, the value and gradient each recipe's code computes
+  in float32/bfloat16, every operation correctly rounded;
 * :mod:`klviz.trainers.diagnose` — :func:`diagnose`, a report on per-token log-probabilities.
 """
 
 from klviz.trainers.diagnose import Diagnosis, TailDiagnostic, diagnose
+from klviz.trainers.floating import FloatingPenalty, recipe_in_precision
 from klviz.trainers.gradients import recipe_gradient, recipe_sequence_gradient
 from klviz.trainers.recipes import (
     FRAMEWORKS,
@@ -23,5 +26,6 @@ from klviz.trainers.recipes import (
 from klviz.trainers.stationary import StationaryPolicy, stationary_policy
 
 __all__ = ["FRAMEWORKS", "UNIT_RATIO_EPOCH_USE", "RecipeSource", "TrainerRecipe", "trainer_recipes",
-           "get_trainer_recipe", "recipe_gradient", "recipe_sequence_gradient", "StationaryPolicy",
+           "get_trainer_recipe", "recipe_gradient", "recipe_sequence_gradient", "FloatingPenalty",
+           "recipe_in_precision", "StationaryPolicy",
            "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose"]
