@@ -76,7 +76,14 @@ from klviz.trainers import (
     trainer_recipes,
 )
 # notebook 09: what each recipe's gradient follows, and its arithmetic in low precision
-from klviz.trainers import FloatingPenalty, recipe_gradient, recipe_in_precision, recipe_sequence_gradient
+from klviz.trainers import (
+    FloatingPenalty,
+    TrainingRun,
+    recipe_gradient,
+    recipe_in_precision,
+    recipe_sequence_gradient,
+    train_tabular_policy,
+)
 
 __all__ = [
     # estimators
@@ -110,6 +117,7 @@ __all__ = [
     # what trainers compute
     "TrainerRecipe", "RecipeSource", "trainer_recipes", "get_trainer_recipe", "StationaryPolicy",
     "stationary_policy", "Diagnosis", "TailDiagnostic", "diagnose",
-    "recipe_gradient", "recipe_sequence_gradient", "FloatingPenalty", "recipe_in_precision",
+    "recipe_gradient", "recipe_sequence_gradient", "FloatingPenalty", "recipe_in_precision", "TrainingRun",
+    "train_tabular_policy",
 ]
 __version__ = "0.2.0"
