@@ -403,6 +403,24 @@ class FloatingPenalty(Result):
     def gradient_error(self) -> np.ndarray:
         return _relative_error(self.gradient, self.exact_gradient)
 
+    def mean_error(self, weights) -> float:
+        r"""Relative error of the weighted mean of the values, :math:`\sum w\,k` against the exact one.
+
+        The sums are exactly rounded (``math.fsum``), so the result does not depend on summation order.
+
+        Examples
+        --------
+        >>> result = recipe_in_precision("trl:grpo-k3", [-1e-4, -2e-4], [0.0, 0.0], "float32")
+        >>> result.mean_error([0.5, 0.5])
+        1.0
+        """
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != self.value.shape or not np.isfinite(weights).all():
+            raise ValueError(f"weights must be finite, one per token ({self.value.size}), got shape {weights.shape}")
+        got = math.fsum(weights * self.value)
+        want = math.fsum(weights * self.exact_value)
+        return float(_relative_error(np.array([got]), np.array([want]))[0])
+
     def _display_fields(self):
         return [("recipe", self.recipe), ("precision", self.precision), ("compute", self.compute),
                 ("tokens", self.value.size), ("non-finite values", int(np.sum(~np.isfinite(self.value)))),

@@ -43,6 +43,9 @@ class TrainingRun(Result):
         The last step's last epoch: log-probabilities of its tokens under the policy being updated, the reference
         and the rollout policy.
     tokens : ndarray of int, shape (batch,)
+    logged_logits, rollout_logits : ndarray, shape (V,)
+        The policies behind ``logp`` (the last epoch's forward pass) and ``old_logp`` (the last rollout), normalised:
+        for exact values to set beside what the logs estimate.
     """
 
     recipe: str
@@ -53,6 +56,8 @@ class TrainingRun(Result):
     ref_logp: np.ndarray = field(repr=False)
     old_logp: np.ndarray = field(repr=False)
     tokens: np.ndarray = field(repr=False)
+    logged_logits: np.ndarray = field(repr=False)
+    rollout_logits: np.ndarray = field(repr=False)
 
     def _display_fields(self):
         return [("recipe", self.recipe), ("steps", self.kl_qp.size), ("tokens logged", self.tokens.size),
@@ -126,4 +131,4 @@ def train_tabular_policy(recipe, p_logits, rewards, *, beta: float, steps: int, 
         kls[step] = float(np.sum(np.exp(final) * (final - log_p)))
         means[step] = float(np.exp(final) @ reward)
     return TrainingRun(record.name, theta - np.max(theta), kls, means, log_q[tokens], log_p[tokens],
-                       log_mu[tokens], tokens)
+                       log_mu[tokens], tokens, log_q, log_mu)

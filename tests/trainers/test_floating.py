@@ -207,3 +207,13 @@ def test_validation():
         recipe_in_precision("trl:grpo-k3", [-np.inf], [-np.inf])
     with pytest.raises(TypeError, match="logp must be an array of real numbers"):
         recipe_in_precision("trl:grpo-k3", ["a"], [-1.0])
+
+
+def test_mean_error_is_the_error_of_the_weighted_sum():
+    result = recipe_in_precision("openrlhf:k3-loss", [-1e-3, -0.5, -2.0], [0.0, 0.0, 0.0], "float32")
+    assert result.mean_error([1.0, 0.0, 0.0]) == pytest.approx(float(result.value_error[0]), rel=1e-12)
+    w = np.array([0.2, 0.3, 0.5])
+    exact = float(np.sum(w * result.exact_value))
+    assert result.mean_error(w) == pytest.approx(abs(float(np.sum(w * result.value)) - exact) / exact, rel=1e-9)
+    with pytest.raises(ValueError, match="weights must be finite, one per token"):
+        result.mean_error([1.0])

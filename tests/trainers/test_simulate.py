@@ -24,6 +24,9 @@ def test_first_forward_pass_is_the_reference_and_logs_line_up():
     two = train_tabular_policy("verl:low_var_kl-loss", REF, REWARD, beta=0.5, steps=1, batch=100, epochs=2, rng=3)
     np.testing.assert_array_equal(two.tokens, run.tokens)          # same seed, same rollout
     assert np.max(np.abs(two.logp - two.old_logp)) > 1e-3          # the second epoch's policy has moved
+    np.testing.assert_array_equal(two.logp, two.logged_logits[two.tokens])
+    np.testing.assert_array_equal(two.old_logp, two.rollout_logits[two.tokens])
+    np.testing.assert_allclose(np.logaddexp.reduce(two.logged_logits), 0.0, atol=1e-14)
 
 
 def test_reproducible_and_displayed():
