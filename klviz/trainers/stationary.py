@@ -173,8 +173,9 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float
     Solves :math:`R_x - \beta\,c(\log p_x - \log q_x) = \lambda` for all tokens x (module docstring) by
     damped Newton in the logits, the balance :math:`a_x - \bar a` computed from
     :func:`klviz.gradients.expected_gradient` with the recipe's Estimator and :attr:`~TrainerRecipe.gradient_use`,
-    started from the exponential tilt :math:`\log p + R/\beta` (the answer for reverse-KL recipes) and, failing
-    that, from p. :attr:`StationaryPolicy.stable` says whether on-policy training (the flow
+    started from the exponential tilt :math:`\log p + R/\beta` (the answer for reverse-KL recipes), then from
+    k3-in-the-loss's :math:`\beta p/(\beta - R + \lambda)` (inside the region where k3's clamps do not bind, when
+    the tilt lies beyond them), then from p. :attr:`StationaryPolicy.stable` says whether on-policy training (the flow
     :math:`\dot\theta = \nabla`) is attracted to it: every eigenvalue of the gradient's Jacobian in the
     logits (one pinned) has a negative real part.
 
@@ -258,7 +259,7 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float
     def gradient(theta):
         return _gradient(theta, ref_logits, reward, beta, estimator, use)
 
-    starts = [log_p + reward / beta, log_p]
+    starts = [log_p + reward / beta, _rational_start(log_p, reward, beta), log_p]
     if start is not None:
         first = _checks.logits(start, "start", zero_probability=False)
         if first.shape != ref_logits.shape:
@@ -294,6 +295,24 @@ def stationary_policy(recipe, p_logits, rewards, beta, *, start=None, tol: float
         f"probability 0 or 1 (value clamp {record.value_clamp}, log-ratio clamp {record.log_ratio_clamp}), "
         "or the balance holds only at a kink. (An unstable stationary point, which training leaves, can exist "
         "where Newton did not look: pass start= to search from elsewhere.)")
+
+
+def _rational_start(log_p: np.ndarray, reward: np.ndarray, beta: float) -> np.ndarray:
+    r"""log of k3-in-the-loss's solution :math:`q = \beta p/(\beta - R + \lambda)`, Σ q = 1 solved for λ by
+    bisection: a start inside the region where k3's clamps do not bind when the tilt lies beyond them."""
+    p = np.exp(log_p)
+    low = float(np.max(reward)) - beta          # Σ q decreases from +inf (λ -> low) to 0 (λ -> inf)
+    width = 1.0
+    while float(np.sum(beta * p / (beta - reward + low + width))) > 1.0:
+        width *= 2.0
+    a, b = 0.0, width
+    for _ in range(200):
+        middle = 0.5 * (a + b)
+        if float(np.sum(beta * p / (beta - reward + low + middle))) > 1.0:
+            a = middle
+        else:
+            b = middle
+    return np.log(beta * p / (beta - reward + low + b))
 
 
 def _reject_zero_gradient(record, ref_logits, log_p, reward, beta, estimator, use):

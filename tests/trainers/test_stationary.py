@@ -214,3 +214,16 @@ def test_k2_with_both_gradient_terms_converges_to_its_own_solution_or_to_none(na
     assert float(np.sum(q_small(high_small))) > 1.0                        # no root at β = 0.5
     with pytest.raises(ArithmeticError, match="no stationary policy with full support"):
         stationary_policy(name, REF, REWARD, BETA)
+
+
+def test_a_clamped_k3_loss_finds_the_rational_solution_where_the_tilt_lies_beyond_the_clamp():
+    """β = 0.3: the tilt puts k3 = 921 on the lowest-reward token (the clamp's flat region, no gradient), the rational
+    solution only 5.4, inside the clamp: Newton must start there to find it."""
+    ref, reward, beta = np.array([1.2, 0.6, 0.1, -0.4, -1.0, -1.8]), np.array([0.0, 0.4, 1.0, -0.5, 0.8, -1.5]), 0.3
+    expected = k3_loss_solution(ref, reward, beta)
+    L = np.log(softmax(ref)) - np.log(expected)
+    assert np.max(np.expm1(L) - L) < 10
+    L_tilt = np.log(softmax(ref)) - np.log(tilt(ref, reward, beta))
+    assert np.max(np.expm1(L_tilt) - L_tilt) > 10
+    solution = stationary_policy("verl:low_var_kl-loss", ref, reward, beta, explain=False)
+    np.testing.assert_allclose(solution.probs, expected, rtol=1e-8)
