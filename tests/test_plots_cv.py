@@ -284,7 +284,8 @@ def test_variance_ratio_curve_matches_closed_form():
     # Var* = Var(log r)(1 - rho^2) = t - t^2 / (e^t - 1): the ratios simplify to these
     np.testing.assert_allclose(k3_ratio.get_ydata(), np.expm1(t) / t, rtol=1e-9)
     np.testing.assert_allclose(k1_ratio.get_ydata(), np.expm1(t) / (np.expm1(t) - t), rtol=1e-9)
-    assert to_hex(k3_ratio.get_color()) == PALETTE["k3"].lower() and to_hex(k1_ratio.get_color()) == PALETTE["k1"].lower()
+    assert to_hex(k3_ratio.get_color()) == PALETTE["k3"].lower()
+    assert to_hex(k1_ratio.get_color()) == PALETTE["k1"].lower()
     assert crossing.get_xdata()[0] == 1.1209 and "1.121" in crossing.get_label()
     assert np.all(k3_ratio.get_ydata() >= 1) and np.all(k1_ratio.get_ydata() >= 1)
 

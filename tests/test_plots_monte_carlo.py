@@ -67,7 +67,8 @@ def test_histogram_with_negatives_rejects_bad_input(values, half_width, message)
 
 def test_error_against_samples_lines_and_dots():
     sizes = np.array([100, 1_000, 10_000])
-    errors = {"k1": np.array([[0.9, 2.1], [0.5, 0.1], [0.2, 0.05]]), "k3": np.array([[0.1, 0.2], [0.03, 0.01], [0.0, 0.004]])}
+    errors = {"k1": np.array([[0.9, 2.1], [0.5, 0.1], [0.2, 0.05]]),
+              "k3": np.array([[0.1, 0.2], [0.03, 0.01], [0.0, 0.004]])}
     relative_std = {"k1": 20.0, "k3": 1.4166}
     fig, ax = plt.subplots()
     returned = error_against_samples(sizes, errors, relative_std, ax=ax, linestyle="-.")

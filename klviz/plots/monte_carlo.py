@@ -53,7 +53,8 @@ def histogram_with_negatives(values, *, estimator: str = "k1", true_kl: float | 
     >>> import numpy as np
     >>> import matplotlib.pyplot as plt
     >>> fig, ax = plt.subplots()
-    >>> ax = histogram_with_negatives(np.array([-1.0, 0.5, 1.0, 2.0]), true_kl=0.5, half_width=2.0, bins=4, ax=ax)
+    >>> values = np.array([-1.0, 0.5, 1.0, 2.0])
+    >>> ax = histogram_with_negatives(values, true_kl=0.5, half_width=2.0, bins=4, ax=ax)
     >>> ax.texts[-1].get_text()
     'k1 < 0: 25.0%'
     """
@@ -79,7 +80,7 @@ def histogram_with_negatives(values, *, estimator: str = "k1", true_kl: float | 
 
 def error_against_samples(sizes, errors: dict, relative_std: dict, *, ax=None, threshold: float | None = 0.01,
                           **kwargs):
-    r"""The relative error of single Monte Carlo runs (dots) against n, beside :math:`\mathrm{std}/(\mathrm{KL}\sqrt n)`.
+    r"""The relative error of single Monte Carlo runs against n, next to :math:`\mathrm{std}/(\mathrm{KL}\sqrt n)`.
 
     The standard error of an n-sample mean, relative to the divergence it estimates, is
 
@@ -143,11 +144,11 @@ def error_against_samples(sizes, errors: dict, relative_std: dict, *, ax=None, t
         color = estimator_color(name)
         ratio = float(relative_std[name])
         line_kwargs = {"color": color, "linewidth": 2.0, **kwargs}
-        line, = ax.plot(sizes, ratio / np.sqrt(sizes), label=f"{name}: std/(KL√n), exact std/KL = {ratio:.3g}",
-                        **line_kwargs)
+        label = f"{name}: std/(KL√n), exact std/KL = {ratio:.3g}"
+        line, = ax.plot(sizes, ratio / np.sqrt(sizes), label=label, **line_kwargs)
         line.set_gid(f"{name} line")
-        dots, = ax.plot(np.repeat(sizes, array.shape[1]), array.ravel(), "o", color=color, markersize=3.5, alpha=0.6,
-                        label=f"{name}: single runs")
+        dots, = ax.plot(np.repeat(sizes, array.shape[1]), array.ravel(), "o", color=color, markersize=3.5,
+                        alpha=0.6, label=f"{name}: single runs")
         dots.set_gid(f"{name} runs")
     if threshold is not None:
         ax.axhline(threshold, color="0.4", linestyle=":", linewidth=1.2, label=f"{threshold:.0%} relative error")
