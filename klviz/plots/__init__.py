@@ -16,5 +16,11 @@ from klviz.plots.core import (
     use_style,
 )
 
+# Notebooks 04-07 (breaking, tokens, gradients, explorer).
+from klviz.plots.breaking import batch_rmse, plain_log_ticks, running_estimate, width_sweep
+
+_LECTURES_04_07 = ["plain_log_ticks", "width_sweep", "running_estimate", "batch_rmse"]
+
 __all__ = ["PALETTE", "EXTRA_COLORS", "TRUE_KL_COLOR", "STYLE", "use_style", "axes", "estimator_color",
            "estimator_label", "histogram_estimators", "mark_value", "control_variate_curve", "tangent_gap"]
+__all__ += _LECTURES_04_07
