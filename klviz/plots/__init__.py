@@ -18,8 +18,18 @@ from klviz.plots.core import (
 
 # Notebooks 04-07 (breaking, tokens, gradients, explorer).
 from klviz.plots.breaking import batch_rmse, plain_log_ticks, running_estimate, width_sweep
+from klviz.plots.tokens import (
+    SEQUENCE_STYLES,
+    curves_against_kl,
+    log_ratio_histogram,
+    relative_spread,
+    sequence_biases,
+    sequence_variances,
+)
 
-_LECTURES_04_07 = ["plain_log_ticks", "width_sweep", "running_estimate", "batch_rmse"]
+_LECTURES_04_07 = ["plain_log_ticks", "width_sweep", "running_estimate", "batch_rmse",
+                   "SEQUENCE_STYLES", "relative_spread", "log_ratio_histogram", "curves_against_kl",
+                   "sequence_variances", "sequence_biases"]
 
 __all__ = ["PALETTE", "EXTRA_COLORS", "TRUE_KL_COLOR", "STYLE", "use_style", "axes", "estimator_color",
            "estimator_label", "histogram_estimators", "mark_value", "control_variate_curve", "tangent_gap"]
