@@ -18,6 +18,16 @@ from klviz.plots.core import (
 
 # Notebooks 04-07 (breaking, tokens, gradients, explorer).
 from klviz.plots.breaking import batch_rmse, plain_log_ticks, running_estimate, width_sweep
+from klviz.plots.gradients import (
+    ESTIMATOR_STYLES,
+    FORWARD_COLOR,
+    USE_STYLES,
+    gradient_bars,
+    path_traces,
+    policy_fits,
+    policy_paths,
+    variance_sweep,
+)
 from klviz.plots.tokens import (
     SEQUENCE_STYLES,
     curves_against_kl,
@@ -29,7 +39,9 @@ from klviz.plots.tokens import (
 
 _LECTURES_04_07 = ["plain_log_ticks", "width_sweep", "running_estimate", "batch_rmse",
                    "SEQUENCE_STYLES", "relative_spread", "log_ratio_histogram", "curves_against_kl",
-                   "sequence_variances", "sequence_biases"]
+                   "sequence_variances", "sequence_biases",
+                   "FORWARD_COLOR", "USE_STYLES", "ESTIMATOR_STYLES", "gradient_bars", "variance_sweep", "policy_fits",
+                   "policy_paths", "path_traces"]
 
 __all__ = ["PALETTE", "EXTRA_COLORS", "TRUE_KL_COLOR", "STYLE", "use_style", "axes", "estimator_color",
            "estimator_label", "histogram_estimators", "mark_value", "control_variate_curve", "tangent_gap"]

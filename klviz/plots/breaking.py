@@ -65,7 +65,6 @@ def plain_log_ticks(ax=None, axis: str = "y", subs=(1.0, 2.0, 5.0)):
     target.set_major_locator(ticker.LogLocator(subs=tuple(subs)))
     target.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     target.set_minor_formatter(ticker.NullFormatter())
-    ax.figure.canvas.draw_idle()
     return ax
 
 
