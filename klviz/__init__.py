@@ -39,7 +39,7 @@ from klviz.sequences import (
 )
 from klviz.factories import perturbed_policy_pair, random_markov_chain_pair
 from klviz.precision import PRECISIONS, naive_k3, naive_k3_in_precision, round_to_bfloat16, round_to_precision
-from klviz._results import Table
+from klviz._results import Table, residue
 from klviz.checks import CheckResult, check_estimator, check_function
 from klviz.fdiv import GENERATORS, Generator, f_divergence, get_generator, taylor_approximation
 from klviz.gradients import (
@@ -103,7 +103,7 @@ __all__ = [
     "PRECISIONS", "naive_k3", "naive_k3_in_precision", "round_to_bfloat16", "round_to_precision",
     "perturbed_policy_pair", "random_markov_chain_pair",
     # display
-    "Table",
+    "Table", "residue",
     # exercise checks
     "CheckResult", "check_estimator", "check_function",
     # f-divergences

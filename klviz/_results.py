@@ -15,6 +15,9 @@ import numbers
 class Shown(str):
     """A string displayed as it is (no quotes): a pre-formatted value such as ``0.4998 ± 0.0003``."""
 
+    def __repr__(self) -> str:
+        return str(self)
+
 
 def format_value(value) -> str:
     """Floats to 6 significant digits (``inf`` / ``nan`` as such), strings quoted unless :class:`Shown`."""
@@ -135,3 +138,18 @@ def _numeric(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def residue(value, *, floor: float = 1e-15, digits: int = 1) -> Shown:
+    """A difference that is zero up to rounding, shown as a bound (``< 1e-15``) when below ``floor`` and as a number
+    otherwise: what a notebook prints instead of a raw 1e-17, whose last digits differ from one CPU to another.
+
+    Examples
+    --------
+    >>> residue(3e-17), residue(-2.5e-9, digits=2)
+    (< 1e-15, -2.50e-09)
+    """
+    value = float(value)
+    if math.isnan(value):
+        return Shown("nan")
+    return Shown(f"< {floor:.0e}" if abs(value) < floor else f"{value:.{digits}e}")

@@ -66,7 +66,23 @@ def _relative_errors(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(error), np.inf, error)
 
 
-def check_estimator(candidate: Callable, reference="k3", *, dtype=np.float64, rtol: float | None = None) -> CheckResult:
+def _noise(noise) -> float | None:
+    if noise is None:
+        return None
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(noise) and noise > 0):
+        raise ValueError(f"noise must be a positive finite number or None, got {noise!r}")
+    return float(noise)
+
+
+def _shown(error: float, noise: float | None, rtol: float) -> str:
+    """What a passing check says it agrees to: the noise bound when given and the error is below it, else the
+    tolerance — never the rounding-level error itself, which differs from one CPU to another."""
+    return f"{noise:g}" if noise is not None and error < noise else f"{rtol:.2g}"
+
+
+def check_estimator(candidate: Callable, reference="k3", *, dtype=np.float64, rtol: float | None = None,
+                    noise: float | None = None) -> CheckResult:
     r"""Check a per-sample estimator of log r against klviz's accurate one, as a trainer would use it.
 
     The candidate is called on an array of log-ratios of the given dtype (from :math:`\pm 10^{-12}` — or
@@ -82,10 +98,21 @@ def check_estimator(candidate: Callable, reference="k3", *, dtype=np.float64, rt
         The estimator it should compute.
     dtype : numpy floating dtype, default float64
     rtol : float, optional
+    noise : float, optional
+        A passing check whose worst relative error is below ``noise`` says "within {noise}" instead of the
+        error itself: errors at the level of rounding depend on the last bits of the platform's arithmetic
+        (numpy's kernels vary with the CPU), and a saved message should not.
 
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    TypeError
+        If ``dtype`` is not a floating dtype.
+    ValueError
+        If ``noise`` is not a positive finite number.
 
     Examples
     --------
@@ -101,6 +128,7 @@ def check_estimator(candidate: Callable, reference="k3", *, dtype=np.float64, rt
     if not np.issubdtype(dtype, np.floating):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
     rtol = 8 * float(np.finfo(dtype).eps) if rtol is None else float(rtol)
+    noise = _noise(noise)
     logr = _grid(dtype.type)
     try:
         with np.errstate(all="ignore"):
@@ -115,13 +143,15 @@ def check_estimator(candidate: Callable, reference="k3", *, dtype=np.float64, rt
         note = f" (and it returned {got.dtype}, not {dtype})"
     else:
         note = ""
-    errors = _relative_errors(got, want.astype(dtype).astype(np.float64))
+    with np.errstate(over="ignore"):  # the reference beyond the dtype's range is inf there, as it should be
+        want_in_dtype = want.astype(dtype).astype(np.float64)
+    errors = _relative_errors(got, want_in_dtype)
     worst = int(np.argmax(errors))
     if np.isnan(got.astype(np.float64)).any():
         bad = float(logr[np.isnan(got.astype(np.float64))][0])
         return CheckResult(False, f"it returned NaN at log r = {bad:.3g} ({dtype}){note}", math.inf, bad)
     if errors[worst] <= rtol and not note:
-        return CheckResult(True, f"within {errors[worst]:.2g} relative of {record.name} everywhere ({dtype}, "
+        return CheckResult(True, f"within {_shown(errors[worst], noise, rtol)} relative of {record.name} everywhere ({dtype}, "
                            f"|log r| from {abs(logr[logr != 0]).min():.0e} to {abs(logr).max():.0f})",
                            float(errors[worst]), float(logr[worst]))
     message = (f"off by {100 * errors[worst]:.3g}% at log r = {float(logr[worst]):.3g} ({dtype}): it gives "
@@ -129,7 +159,8 @@ def check_estimator(candidate: Callable, reference="k3", *, dtype=np.float64, rt
     return CheckResult(False, message, float(errors[worst]), float(logr[worst]))
 
 
-def check_function(candidate: Callable, expected, points, *, rtol: float = 1e-9, name: str = "x") -> CheckResult:
+def check_function(candidate: Callable, expected, points, *, rtol: float = 1e-9, name: str = "x",
+                   noise: float | None = None) -> CheckResult:
     r"""Check a function of one argument against reference values at given points.
 
     Parameters
@@ -144,10 +175,18 @@ def check_function(candidate: Callable, expected, points, *, rtol: float = 1e-9,
         The largest relative error that passes.
     name : str, default "x"
         The argument's name in the message (e.g. "μ").
+    noise : float, optional
+        A passing check whose worst relative error is below ``noise`` says "within {noise}" instead of the
+        error itself (see :func:`check_estimator`).
 
     Returns
     -------
     CheckResult
+
+    Raises
+    ------
+    ValueError
+        If ``expected`` does not give one value per point, or ``noise`` is not a positive finite number.
 
     Examples
     --------
@@ -156,6 +195,7 @@ def check_function(candidate: Callable, expected, points, *, rtol: float = 1e-9,
     FAIL: off by 1.99e+04% at μ = 0.1: it gives 0.0100502, the reference is 5.01671e-05
     """
     points = np.atleast_1d(np.asarray(points, dtype=np.float64))
+    noise = _noise(noise)
     got, want = [], []
     for point in points:
         try:
@@ -171,7 +211,8 @@ def check_function(candidate: Callable, expected, points, *, rtol: float = 1e-9,
     errors = _relative_errors(np.array(got), np.array(want))
     worst = int(np.argmax(errors))
     if errors[worst] <= rtol:
-        return CheckResult(True, f"within {errors[worst]:.2g} relative at all {points.size} points", float(errors[worst]),
+        return CheckResult(True, f"within {_shown(errors[worst], noise, rtol)} relative at all {points.size} points",
+                           float(errors[worst]),
                            float(points[worst]))
     return CheckResult(False, f"off by {100 * errors[worst]:.3g}% at {name} = {points[worst]:g}: it gives "
                        f"{got[worst]:.6g}, the reference is {want[worst]:.6g}", float(errors[worst]), float(points[worst]))

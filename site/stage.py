@@ -8,6 +8,8 @@ The tree mirrors the repository, so a page's launch buttons open the repository'
   Two changes, both for the static site only: the widget state is dropped (the site loads no widget
   JavaScript; each interactive output carries an image/png that the site shows instead), and a short
   "Run this lecture" note follows the first cell (Binder, Colab and local, and what Colab lacks);
+* ``zh/index.md`` and ``zh/glossary.md``: the Chinese edition's landing page and glossary, when
+  notebooks/zh/ holds its notebooks (each lecture page then links to its twin in the other language);
 * ``api.md``: the API reference, generated from ``klviz/__init__.py`` (every name in ``__all__``, grouped by
   the module it is imported from, in that order), so a new public name appears on the site by itself.
 
@@ -71,11 +73,41 @@ def run_note(notebook: dict, path: str) -> dict:
             "source": "\n".join(lines)}
 
 
+def run_note_zh(notebook: dict, path: str) -> dict:
+    """The Chinese edition's note: how to run the lecture (the code and outputs are the English notebook's)."""
+    interactive = WIDGET_STATE in notebook.get("metadata", {}).get("widgets", {})
+    lines = [
+        "```{admonition} 运行本讲",
+        ":class: tip",
+        "本页显示一次完整运行保存下来的输出" + ("（交互图以静态图片显示）。" if interactive else "。")
+        + "顶部的火箭菜单可以在 Binder 或 Colab 中运行它（第一个代码单元会在缺少 klviz 时安装它）。"
+        + f"在本地克隆仓库后：`pip install -r requirements.txt && jupyter lab {path}`。",
+        "```",
+    ]
+    return {"cell_type": "markdown", "id": "klviz-site-run-note", "metadata": {"tags": ["site-note"]},
+            "source": "\n".join(lines)}
+
+
+def language_switch(source: Path) -> dict | None:
+    """A link to the same lecture in the other language, when it exists: the switch on every lecture page."""
+    if source.parent.name == "zh":
+        twin, text = source.parent.parent / source.name, f"[English](../{source.name})"
+    else:
+        twin, text = source.parent / "zh" / source.name, f"[中文版](zh/{source.name})"
+    if not twin.exists():
+        return None
+    return {"cell_type": "markdown", "id": "klviz-site-language", "metadata": {"tags": ["site-language"]},
+            "source": f"<span class=\"klviz-language-switch\">{text}</span>"}
+
+
 def stage_notebook(source: Path, target: Path, path: str) -> None:
     notebook = json.loads(source.read_text(encoding="utf-8"))
-    note = run_note(notebook, path)
+    note = run_note_zh(notebook, path) if source.parent.name == "zh" else run_note(notebook, path)
     notebook["metadata"].pop("widgets", None)
     notebook["cells"].insert(1, note)
+    switch = language_switch(source)
+    if switch is not None:
+        notebook["cells"].insert(0, switch)
     write_if_changed(target, (json.dumps(notebook, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
@@ -157,7 +189,12 @@ def main() -> None:
         write_if_changed(target, content)
         expected.add(target)
 
-    put(SOURCE / "index.md", (SITE / "index.md").read_bytes())
+    chinese = sorted((ROOT / "notebooks" / "zh").glob("[0-9][0-9]_*.ipynb"))
+    index = (SITE / "index.md").read_text(encoding="utf-8")
+    if chinese:  # the Chinese edition in the navigation, after the English lectures
+        index += ("\n```{toctree}\n:caption: 中文版\n:glob:\n:titlesonly:\n\nzh/index\n"
+                  "notebooks/zh/[0-9][0-9]_*\nzh/glossary\n```\n")
+    put(SOURCE / "index.md", index.encode("utf-8"))
     for source in sorted((ROOT / "notebooks").rglob("*")):
         relative = source.relative_to(ROOT)
         if source.is_dir() or ".ipynb_checkpoints" in relative.parts:
@@ -169,6 +206,9 @@ def main() -> None:
         else:
             put(target, source.read_bytes())
     put(SOURCE / "api.md", api_page().encode("utf-8"))
+    if chinese:  # the Chinese edition: its landing page and the glossary
+        put(SOURCE / "zh" / "index.md", (SITE / "index_zh.md").read_bytes())
+        put(SOURCE / "zh" / "glossary.md", (ROOT / "translations" / "zh" / "glossary.md").read_bytes())
 
     for path in sorted(SOURCE.rglob("*"), reverse=True):
         if path.is_file() and path not in expected:

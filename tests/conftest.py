@@ -11,14 +11,6 @@ def rng():
     return np.random.default_rng(20201107)
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-
-
 class GivenUniforms(np.random.Generator):
     """A Generator whose ``random`` returns the given uniforms, in order: inverse-CDF draws on demand."""
 

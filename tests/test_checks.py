@@ -39,3 +39,23 @@ def test_check_function_against_a_formula_and_against_values():
     assert check_function(lambda x: 2 * x, [2.0, 4.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="one value per point"):
         check_function(lambda x: x, [1.0], [1.0, 2.0])
+
+
+def test_noise_reports_rounding_level_errors_as_a_bound():
+    # 0.1 + 0.2 != 0.3 in float64: a relative error of about 1.9e-16; a pass states the tolerance, not that ...
+    exact = check_function(lambda x: x + 0.2, lambda x: 0.3, [0.1])
+    assert exact and exact.message == "within 1e-09 relative at all 1 points"
+    assert exact.worst_error == pytest.approx(abs((0.1 + 0.2) - 0.3) / 0.3)
+    # ... and, with noise, as the bound: the saved text no longer depends on the last bit
+    bounded = check_function(lambda x: x + 0.2, lambda x: 0.3, [0.1], noise=1e-12)
+    assert bounded.message == "within 1e-12 relative at all 1 points"
+    assert bounded.worst_error == exact.worst_error  # the number itself is kept
+    # an error above the noise level gives the tolerance again, and a failure is unaffected
+    assert check_function(lambda x: x * (1 + 1e-10), lambda x: x, [1.0], noise=1e-12).message.startswith("within 1e-09")
+    assert "off by" in check_function(lambda x: 2 * x, lambda x: x, [1.0], noise=1e-12).message
+    assert check_estimator(k3, dtype=np.float32, noise=1e-3).message.startswith("within 0.001 relative of k3")
+    for bad in (0.0, -1e-12, math.inf, "1e-12", True):
+        with pytest.raises(ValueError, match="noise must be a positive finite number or None"):
+            check_function(lambda x: x, lambda x: x, [1.0], noise=bad)
+        with pytest.raises(ValueError, match="noise must be a positive finite number or None"):
+            check_estimator(k3, noise=bad)

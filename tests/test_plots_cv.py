@@ -1,4 +1,5 @@
-"""Tests for the control-variate plotting helpers: control_variate_curve and tangent_gap.
+"""Tests for the control-variate plotting helpers: control_variate_curve, tangent_gap, k_lambda_family,
+optimal_lambda_curve and variance_ratio_curve.
 
 References are computed here, independently of klviz.exact: for q = N(0, 1), p = N(mu, 1),
 log r = mu z - mu^2/2, so Var(log r) = mu^2, Cov(log r, r) = mu^2 and Var(r) = e^{mu^2} - 1.
@@ -210,3 +211,91 @@ def test_tangent_gap_rejects_non_positive_r(r_values):
     fig, ax = plt.subplots()
     with pytest.raises(ValueError, match="r_values must be positive"):
         tangent_gap(lambda r: -np.log(r), -1.0, r_values, ax=ax)
+
+
+# ------------------------------------------------------------------------------------------------
+# k_lambda_family, optimal_lambda_curve, variance_ratio_curve
+# ------------------------------------------------------------------------------------------------
+
+def test_k_lambda_family_curves_and_shading():
+    from klviz.plots import k_lambda_family
+
+    fig, ax = plt.subplots()
+    lams = [-0.5, 0.0, 0.5, 1.0, 1.5]
+    returned = k_lambda_family(lams, r_range=(0.2, 3.0), ax=ax)
+    assert returned is ax
+    curves = {line.get_gid(): line for line in ax.lines if line.get_gid()}
+    assert list(curves) == ["k_lambda(-0.5)", "k_lambda(0)", "k_lambda(0.5)", "k_lambda(1)", "k_lambda(1.5)"]
+    for lam in lams:
+        line = curves[f"k_lambda({lam:g})"]
+        r = line.get_xdata()
+        np.testing.assert_allclose(line.get_ydata(), -np.log(r) + lam * (r - 1), rtol=1e-12, atol=1e-15)
+    assert to_hex(curves["k_lambda(0)"].get_color()) == PALETTE["k1"].lower()
+    assert to_hex(curves["k_lambda(1)"].get_color()) == PALETTE["k3"].lower()
+    assert to_hex(curves["k_lambda(0.5)"].get_color()) == PALETTE["k_lambda"].lower()
+    assert curves["k_lambda(0.5)"].get_linestyle() == "--" and curves["k_lambda(1.5)"].get_linestyle() == ":"
+    assert curves["k_lambda(0)"].get_label() == "λ = 0 (k1)" and curves["k_lambda(1)"].get_label() == "λ = 1 (k3)"
+    # every member but k3 is negative somewhere in (0.2, 3): four shaded regions
+    assert len(ax.collections) == 4
+    (zero,) = [line for line in ax.lines if not line.get_gid()]
+    assert list(zero.get_ydata()) == [0, 0]
+
+
+def test_k_lambda_family_kwargs_and_errors():
+    from klviz.plots import k_lambda_family
+
+    fig, ax = plt.subplots()
+    k_lambda_family([1.0], ax=ax, linewidth=4)
+    assert ax.lines[0].get_linewidth() == 4 and len(ax.collections) == 0
+    with pytest.raises(ValueError, match="r_range must be"):
+        k_lambda_family([0.5], r_range=(0.0, 1.0), ax=ax)
+    with pytest.raises(ValueError, match="lams must be finite"):
+        k_lambda_family([0.5, np.inf], ax=ax)
+    assert len(ax.lines) == 2  # the one call that succeeded: its curve and the zero line
+
+
+def test_optimal_lambda_curve_matches_closed_form():
+    from klviz.plots import optimal_lambda_curve
+
+    gaps = np.geomspace(0.01, 3.0, 15)
+    fig, ax = plt.subplots()
+    returned = optimal_lambda_curve(gaps, ax=ax)
+    assert returned is ax
+    curve, small_gap, one = ax.lines
+    np.testing.assert_allclose(curve.get_xdata(), gaps)
+    np.testing.assert_allclose(curve.get_ydata(), gaps**2 / np.expm1(gaps**2), rtol=1e-10)
+    np.testing.assert_allclose(small_gap.get_ydata(), 1 - gaps**2 / 2, rtol=1e-15)
+    assert list(one.get_ydata()) == [1.0, 1.0] and to_hex(one.get_color()) == PALETTE["k3"].lower()
+    assert to_hex(curve.get_color()) == PALETTE["k_lambda"].lower() and ax.get_xscale() == "log"
+    fig, ax = plt.subplots()
+    optimal_lambda_curve(gaps, ax=ax, small_gap_line=False, color="red")
+    assert len(ax.lines) == 2 and ax.lines[0].get_color() == "red"
+
+
+def test_variance_ratio_curve_matches_closed_form():
+    from klviz.plots import variance_ratio_curve
+
+    gaps = np.geomspace(0.05, 3.0, 12)
+    t = gaps**2
+    fig, ax = plt.subplots()
+    returned = variance_ratio_curve(gaps, ax=ax, crossover=1.1209)
+    assert returned is ax
+    k3_ratio, k1_ratio, crossing = ax.lines
+    # Var* = Var(log r)(1 - rho^2) = t - t^2 / (e^t - 1): the ratios simplify to these
+    np.testing.assert_allclose(k3_ratio.get_ydata(), np.expm1(t) / t, rtol=1e-9)
+    np.testing.assert_allclose(k1_ratio.get_ydata(), np.expm1(t) / (np.expm1(t) - t), rtol=1e-9)
+    assert to_hex(k3_ratio.get_color()) == PALETTE["k3"].lower()
+    assert to_hex(k1_ratio.get_color()) == PALETTE["k1"].lower()
+    assert crossing.get_xdata()[0] == 1.1209 and "1.121" in crossing.get_label()
+    assert np.all(k3_ratio.get_ydata() >= 1) and np.all(k1_ratio.get_ydata() >= 1)
+
+
+@pytest.mark.parametrize("gaps", [[0.5], [0.0, 1.0], [-1.0, 1.0], [0.5, np.inf]])
+def test_gap_curves_reject_bad_gaps(gaps):
+    from klviz.plots import optimal_lambda_curve, variance_ratio_curve
+
+    fig, ax = plt.subplots()
+    for function in (optimal_lambda_curve, variance_ratio_curve):
+        with pytest.raises(ValueError, match="gaps must hold at least two positive, finite numbers"):
+            function(gaps, ax=ax)
+    assert len(ax.lines) == 0
