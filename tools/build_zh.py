@@ -62,19 +62,22 @@ def problems(notebook: dict, store: dict) -> list[str]:
     return out
 
 
-def _localise(text: str) -> str:
-    """Relative links from notebooks/zh/: figures live one level up; other notebooks are their zh twins."""
-    return re.sub(r"(\]\(|src=\")figures/", r"\1../figures/", text)
+def _localise(text: str, translated: set[str]) -> str:
+    """Relative links from notebooks/zh/: figures live one level up; another notebook is its zh twin when it has
+    one (``translated``: the names of the notebooks that build), else the English notebook one level up."""
+    text = re.sub(r"(\]\(|src=\")figures/", r"\1../figures/", text)
+    return re.sub(r"\]\((\d\d_\w+\.ipynb)",
+                  lambda m: m.group(0) if m.group(1) in translated else f"](../{m.group(1)}", text)
 
 
-def build(notebook: dict, store: dict) -> dict:
+def build(notebook: dict, store: dict, translated: set[str]) -> dict:
     """The Chinese notebook: code cells and outputs as they are, markdown from the store."""
     out = copy.deepcopy(notebook)
     for cell in out["cells"]:
         if cell["cell_type"] == "markdown":
-            text = _localise(store[cell["id"]]["text"])
+            text = _localise(store[cell["id"]]["text"], translated)
             cell["source"] = text.splitlines(keepends=True)
-    out["metadata"]["language_info_zh"] = {"translated_from": "English", "edition": "zh"}
+    out["metadata"]["klviz"] = {"edition": "zh", "translated_from": "English"}
     return out
 
 
@@ -101,16 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         (STORE / f"{path.stem}.json").write_text(json.dumps(store, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         return 0
     failed = False
+    ready = {}
     for path in english_notebooks():
         notebook, store = load(path), translations(path.stem)
         reasons = problems(notebook, store)
         if reasons:
             failed = True
             print(f"{path.name}:", *reasons, sep="\n  ", file=sys.stderr)
-            continue
-        if not args.check:
-            OUT.mkdir(exist_ok=True)
-            (OUT / path.name).write_text(serialise(build(notebook, store)), encoding="utf-8")
+        else:
+            ready[path] = (notebook, store)
+    if not args.check:
+        OUT.mkdir(exist_ok=True)
+        for path, (notebook, store) in ready.items():
+            (OUT / path.name).write_text(serialise(build(notebook, store, {p.name for p in ready})), encoding="utf-8")
     return 1 if failed else 0
 
 
