@@ -72,6 +72,24 @@ def test_single_token_gradient_is_the_derivative_of_the_expected_surrogate(name,
     np.testing.assert_allclose(got, finite_difference_gradient(name, behaviour), rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["verl:kl-loss", "open-instruct:kl1-loss"])
+def test_a_k1_loss_in_a_later_epoch_pushes_q_away_from_the_rollout_policy(name):
+    """Notebook 09, exercise 3: the expected gradient is -∇KL(μ‖q), so descending the loss raises KL(μ‖q)."""
+    log_mu = log_softmax(MU)
+
+    def kl_mu_q(theta):
+        return float(np.sum(np.exp(log_mu) * (log_mu - log_softmax(theta))))
+
+    h = 1e-6
+    minus_grad = -np.array([(kl_mu_q(THETA + h * e) - kl_mu_q(THETA - h * e)) / (2 * h) for e in np.eye(THETA.size)])
+    np.testing.assert_allclose(recipe_gradient(name, THETA, REF, behaviour_logits=MU), minus_grad, rtol=1e-7, atol=1e-10)
+    theta, kls = THETA.copy(), [kl_mu_q(THETA)]
+    for _ in range(20):
+        theta = theta - 0.5 * recipe_gradient(name, theta, REF, behaviour_logits=MU)
+        kls.append(kl_mu_q(theta))
+    assert np.all(np.diff(kls) > 0) and kls[-1] > 3 * kls[0]
+
+
 def test_a_clamp_after_the_weight_binds_on_rho_times_k():
     """slime's --use-unbiased-kl off-policy: ρ·k3 > 10 cuts the token's gradient although k3 < 10."""
     recipe = get_trainer_recipe("slime:low_var_kl-loss-unbiased")
