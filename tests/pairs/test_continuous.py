@@ -49,7 +49,8 @@ def mp_gamma(a, scale=1):
 
 
 def mp_vonmises(kappa):
-    return lambda x: kappa * mp.cos(x) - mp.log(2 * mp.pi * mp.besseli(0, kappa))
+    log_normaliser = mp.log(2 * mp.pi * mp.besseli(0, kappa))
+    return lambda x: kappa * mp.cos(x) - log_normaliser
 
 
 def reference_kl(log_q, log_p, points):
