@@ -26,7 +26,7 @@ class GivenUniforms(np.random.Generator):
 
 def pytest_collection_modifyitems(config, items):
     """Markers by location: nbval items are ``notebooks``, tests/browser ``browser`` (the fast suite is
-    ``pytest -m "not notebooks and not browser"``)."""
+    ``pytest -n 2 -m "not notebooks and not browser"``)."""
     for item in items:
         path = str(item.path)
         if path.endswith(".ipynb"):
