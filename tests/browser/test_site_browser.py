@@ -253,6 +253,23 @@ def test_every_notebook_is_a_page_in_the_contents_with_launch_buttons(pages, sit
     SITE_REPORT["lecture pages"] = len(NOTEBOOKS)
 
 
+def test_the_chinese_edition_has_every_lecture_and_a_language_switch_both_ways(pages, site_url):
+    """Issue 14: each English lecture has its zh twin on the site, listed in the contents, with its launch links;
+    each page of the pair links the other."""
+    index_links = {link.split("#")[0] for link in pages["index.html"]["links"]}
+    for notebook in NOTEBOOKS:
+        english, chinese = f"notebooks/{notebook.stem}.html", f"notebooks/zh/{notebook.stem}.html"
+        assert chinese in pages, f"{chinese} missing: python tools/build_zh.py, then bash site/build.sh"
+        assert site_url + chinese in index_links, f"the contents do not list {chinese}"
+        assert site_url + chinese in {link.split("#")[0] for link in pages[english]["links"]}, f"{english}: no 中文版 link"
+        assert site_url + english in {link.split("#")[0] for link in pages[chinese]["links"]}, f"{chinese}: no English link"
+        binder = f"https://mybinder.org/v2/gh/{REPOSITORY}/main?urlpath=lab/tree/notebooks/zh/{notebook.name}"
+        assert binder in pages[chinese]["links"], f"{chinese}: no Binder launch link"
+        assert re.search(r"[\u4e00-\u9fff]{20}", pages[chinese]["prose"]), f"{chinese}: no Chinese prose"
+    assert "zh/glossary.html" in pages and "zh/index.html" in pages
+    SITE_REPORT["zh lecture pages"] = len(NOTEBOOKS)
+
+
 def _shown_mime(output: dict) -> str | None:
     return next((mime for mime in MIME_ORDER if mime in output.get("data", {})), None)
 
