@@ -5,6 +5,7 @@ differences, closed forms for Gaussians, mpmath quadrature at 30 digits with han
 brute-force sums for categorical pairs.
 """
 
+import functools
 import math
 
 import mpmath
@@ -648,6 +649,7 @@ SYMPY_F = {
 MU = sp.Symbol("mu", positive=True)
 
 
+@functools.lru_cache(maxsize=None)
 def mean_shift_series(name: str):
     r"""E_q[f(r)] for q = N(0, 1), p = N(μ, 1), exact through μ⁶, by a route other than the moments
     m_k = E_q[(r-1)^k] that the docstrings use: f(e^L) expanded in L = log r = μz - μ²/2 to order L⁶,
