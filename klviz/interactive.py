@@ -176,22 +176,22 @@ def _live_canvas_class():
             owner.render(full=True)
 
         def get_diff_image(self):
-            # matplotlib's, with a faster PNG encoder (png_bytes): the frame's encoding is the largest
-            # single cost of a step on the kernel side.
+            # Always a full frame, encoded with png_bytes (faster than matplotlib's encoder). matplotlib's
+            # "diff" frames (only the changed pixels, drawn over the last picture) break under two quick
+            # frames: ipympl's JavaScript loads each frame by replacing one image's src, so a frame that
+            # arrives before the previous one has loaded cancels it, and a diff then paints onto a picture
+            # the kernel never sent — wrong for good (a cell and the browser stepping at once did it in
+            # the real-browser race test). With full frames a cancelled frame is harmless: the last one sent
+            # is the last one shown. The cost, on notebook 04's 1000x660 figure: 10 ms to encode instead of
+            # 8 ms, 99 KB instead of 24 KB.
             if not self._png_is_old:
                 return None
-            pixels = np.asarray(self.get_renderer().buffer_rgba())
-            buff = pixels.view(np.uint32).squeeze(2)
-            if self._force_full or buff.shape != self._last_buff.shape or (pixels[:, :, 3] != 255).any():
-                self.set_image_mode("full")
-                output = buff
-            else:
-                self.set_image_mode("diff")
-                output = np.where(buff != self._last_buff, buff, 0)
+            buff = np.asarray(self.get_renderer().buffer_rgba()).view(np.uint32).squeeze(2)
+            self.set_image_mode("full")
             self._last_buff = buff.copy()
             self._force_full = False
             self._png_is_old = False
-            return png_bytes(output.view(np.uint8).reshape((*output.shape, 4)))
+            return png_bytes(buff.view(np.uint8).reshape((*buff.shape, 4)))
 
     return LiveCanvas
 
