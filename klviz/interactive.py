@@ -122,7 +122,7 @@ def is_live(figure) -> bool:
 def png_bytes(rgba) -> bytes:
     """Encode an (h, w, 4) uint8 RGBA array as PNG: no row filters, zlib level 1.
 
-    ipympl sends every frame as a full-size PNG (a diff frame is mostly transparent zeros). Pillow's
+    A live canvas sends every frame as a full-size PNG (LiveCanvas.get_diff_image says why). Pillow's
     encoder spends most of its time choosing row filters; without them zlib alone encodes a 1000 x 660
     frame in about half the time, for about the same size. Decoders read it like any PNG.
     """
@@ -427,7 +427,7 @@ class BlittedFigure:
             finally:
                 self._drawing_thread = None
             # savefig drew into the canvas's buffer (with every artist shown): the saved background is still
-            # right (it is a separate copy), but a live canvas must not send that buffer as the next diff.
+            # right (it is a separate copy), but a live canvas must not send that buffer as the next frame.
             self._background = self._background if dpi == self.figure.dpi else None
             return buffer.getvalue()
 
